@@ -1,0 +1,221 @@
+/* Graph walks: topological order, backward, and tapes (recorded orders). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+
+/* --- topological order ----------------------------------------------------- */
+
+/* Post-order DFS from `root` into A->walk_order, children before parents, the
+ * root last.  Iterative, with an explicit stack, so depth costs no C stack.
+ * Marks are stamped with a fresh epoch, so nothing is cleared between walks. */
+static int64_t topo_sort(arena_t *A, uint32_t root, uint32_t *count, int *has_python)
+{
+    int64_t rc = pg_walk_reserve(A);
+    if (rc < 0)
+        return rc;
+    if (++A->epoch == 0) { /* wrapped: old stamps could collide */
+        memset(A->mark, 0, (size_t)A->used * sizeof *A->mark);
+        A->epoch = 1;
+    }
+    const uint32_t epoch = A->epoch;
+    uint32_t *order = A->walk_order, *stack = A->walk_stack, *next = A->walk_next;
+    uint32_t n_order = 0, depth = 0;
+    int python = 0;
+
+    A->mark[root] = epoch;
+    stack[depth] = root;
+    next[depth++] = 0;
+    while (depth) {
+        uint32_t node = stack[depth - 1];
+        if (next[depth - 1] < A->arity[node]) {
+            uint32_t child = children_of(A, node)[next[depth - 1]++];
+            if (A->mark[child] != epoch) {
+                A->mark[child] = epoch;
+                stack[depth] = child;
+                next[depth++] = 0;
+            }
+        } else {
+            python |= A->op[node] == PG_OP_PYTHON;
+            order[n_order++] = node;
+            depth--;
+        }
+    }
+    *count = n_order;
+    *has_python = python;
+    return PG_OK;
+}
+
+/* --- backward -------------------------------------------------------------- */
+
+static int64_t sweep(arena_t *A, const uint32_t *order, uint32_t count)
+{
+    for (uint32_t i = count; i-- > 0;) {
+        int64_t rc = pg_op_backward(A, order[i]);
+        if (rc < 0)
+            return rc;
+    }
+    return PG_OK;
+}
+
+static int64_t backward(arena_t *A, int64_t h)
+{
+    uint32_t root, count;
+    int has_python;
+    if (!lookup(A, h, &root))
+        return PG_ERR_HANDLE;
+    int64_t rc = topo_sort(A, root, &count, &has_python);
+    if (rc < 0)
+        return rc;
+    if (has_python)
+        return PG_NEED_PYTHON;
+    A->grad[root] = 1.0;
+    return sweep(A, A->walk_order, count);
+}
+
+static int64_t node_backward(arena_t *A, int64_t h)
+{
+    uint32_t s;
+    if (!lookup(A, h, &s))
+        return PG_ERR_HANDLE;
+    if (A->op[s] == PG_OP_PYTHON)
+        return PG_NEED_PYTHON;
+    return pg_op_backward(A, s);
+}
+
+int64_t pg_backward(int64_t root) { PG_LOCKED(backward(&pg_the_arena, root)); }
+int64_t pg_node_backward(int64_t h) { PG_LOCKED(node_backward(&pg_the_arena, h)); }
+
+/* --- tapes -----------------------------------------------------------------
+ * A tape is a topological order that holds a reference to each of its nodes,
+ * so it stays valid however the caller's handles come and go.  Tape ids carry
+ * a generation like node handles. */
+
+typedef struct {
+    uint32_t *order; /* NULL when the entry is free */
+    uint32_t count;
+    uint32_t gen;
+} tape_t;
+
+static tape_t *tapes;
+static uint32_t tape_slots;
+
+static int64_t tape_id(uint32_t i) { return ((int64_t)tapes[i].gen << 32) | i; }
+
+static tape_t *tape_lookup(int64_t id)
+{
+    if (id < 0)
+        return NULL;
+    uint32_t i = (uint32_t)(id & 0xffffffffu);
+    if (i >= tape_slots || !tapes[i].order || tapes[i].gen != (uint32_t)(id >> 32))
+        return NULL;
+    return &tapes[i];
+}
+
+static int64_t tape_slot(uint32_t *slot)
+{
+    for (uint32_t i = 0; i < tape_slots; i++)
+        if (!tapes[i].order) {
+            *slot = i;
+            return PG_OK;
+        }
+    uint32_t grown = tape_slots ? tape_slots * 2 : 8;
+    if (grown > 0x7fffffffu)
+        return PG_ERR_NOMEM;
+    tape_t *t = realloc(tapes, grown * sizeof *t);
+    if (!t)
+        return PG_ERR_NOMEM;
+    memset(t + tape_slots, 0, (grown - tape_slots) * sizeof *t);
+    tapes = t;
+    *slot = tape_slots;
+    tape_slots = grown;
+    return PG_OK;
+}
+
+static int64_t tape_record(arena_t *A, int64_t h)
+{
+    uint32_t root, count, slot;
+    int has_python;
+    if (!lookup(A, h, &root))
+        return PG_ERR_HANDLE;
+    int64_t rc = topo_sort(A, root, &count, &has_python);
+    if (rc < 0)
+        return rc;
+    if ((rc = tape_slot(&slot)) < 0)
+        return rc;
+    uint32_t *order = malloc((size_t)count * sizeof *order);
+    if (!order)
+        return PG_ERR_NOMEM;
+    for (uint32_t i = 0; i < count; i++)
+        if (A->refs[A->walk_order[i]] == UINT32_MAX) {
+            free(order);
+            return PG_ERR_ARG;
+        }
+    memcpy(order, A->walk_order, (size_t)count * sizeof *order);
+    for (uint32_t i = 0; i < count; i++)
+        A->refs[order[i]]++;
+    tapes[slot].order = order;
+    tapes[slot].count = count;
+    return tape_id(slot);
+}
+
+static int64_t tape_free(arena_t *A, int64_t id)
+{
+    tape_t *t = tape_lookup(id);
+    if (!t)
+        return PG_ERR_TAPE;
+    /* Root first: parents go before children, so each release frees at most
+     * the node itself and the walk never revisits a freed slot. */
+    for (uint32_t i = t->count; i-- > 0;)
+        pg_node_decref(A, t->order[i]);
+    free(t->order);
+    t->order = NULL;
+    t->count = 0;
+    t->gen = (t->gen + 1) & 0x7fffffffu;
+    return PG_OK;
+}
+
+static int64_t tape_length(int64_t id)
+{
+    tape_t *t = tape_lookup(id);
+    return t ? (int64_t)t->count : PG_ERR_TAPE;
+}
+
+static int64_t tape_node(arena_t *A, int64_t id, int64_t i)
+{
+    tape_t *t = tape_lookup(id);
+    if (!t)
+        return PG_ERR_TAPE;
+    if (i < 0 || i >= t->count)
+        return PG_ERR_ARG;
+    return handle_of(A, t->order[i]);
+}
+
+static int64_t tape_backward(arena_t *A, int64_t id, int64_t end)
+{
+    tape_t *t = tape_lookup(id);
+    if (!t)
+        return PG_ERR_TAPE;
+    if (end < 0 || end > t->count)
+        return PG_ERR_ARG;
+    if (end == t->count && end > 0)
+        A->grad[t->order[end - 1]] = 1.0; /* a fresh sweep seeds the root */
+    for (int64_t i = end; i-- > 0;) {
+        uint32_t n = t->order[i];
+        if (A->op[n] == PG_OP_PYTHON)
+            return i + 1;
+        int64_t rc = pg_op_backward(A, n);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int64_t pg_tape_record(int64_t root) { PG_LOCKED(tape_record(&pg_the_arena, root)); }
+int64_t pg_tape_free(int64_t tape) { PG_LOCKED(tape_free(&pg_the_arena, tape)); }
+int64_t pg_tape_length(int64_t tape) { PG_LOCKED(tape_length(tape)); }
+int64_t pg_tape_node(int64_t tape, int64_t i) { PG_LOCKED(tape_node(&pg_the_arena, tape, i)); }
+int64_t pg_tape_backward(int64_t tape, int64_t end)
+{
+    PG_LOCKED(tape_backward(&pg_the_arena, tape, end));
+}

@@ -1,0 +1,422 @@
+/* The ops: for each, its forward and backward side by side, then the C API
+ * that makes nodes.  Forward values follow Python's float semantics exactly
+ * (micrograd computes in Python floats), errors included. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "arena.h"
+
+/* --- Python's float arithmetic --------------------------------------------- */
+
+static int is_odd_integer(double x) { return fmod(fabs(x), 2.0) == 1.0; }
+
+/* float.__pow__ (CPython Objects/floatobject.c, float_pow), case by case, so
+ * that every value and every error matches what micrograd computes. */
+static int64_t py_pow(double base, double exponent, double *out)
+{
+    if (exponent == 0.0) {
+        *out = 1.0;
+        return PG_OK;
+    }
+    if (isnan(base)) {
+        *out = base;
+        return PG_OK;
+    }
+    if (isnan(exponent)) {
+        *out = base == 1.0 ? 1.0 : exponent;
+        return PG_OK;
+    }
+    if (isinf(exponent)) {
+        double magnitude = fabs(base);
+        if (magnitude == 1.0)
+            *out = 1.0;
+        else if ((exponent > 0.0) == (magnitude > 1.0))
+            *out = fabs(exponent);
+        else
+            *out = 0.0;
+        return PG_OK;
+    }
+    if (isinf(base)) {
+        int odd = is_odd_integer(exponent);
+        if (exponent > 0.0)
+            *out = odd ? base : fabs(base);
+        else
+            *out = odd ? copysign(0.0, base) : 0.0;
+        return PG_OK;
+    }
+    if (base == 0.0) {
+        if (exponent < 0.0)
+            return PG_ERR_ZERODIV; /* "0.0 cannot be raised to a negative power" */
+        *out = is_odd_integer(exponent) ? base : 0.0;
+        return PG_OK;
+    }
+    int negate = 0;
+    if (base < 0.0) {
+        if (exponent != floor(exponent))
+            return PG_ERR_COMPLEX; /* Python would return a complex number */
+        base = -base;
+        negate = is_odd_integer(exponent);
+    }
+    if (base == 1.0) {
+        *out = negate ? -1.0 : 1.0;
+        return PG_OK;
+    }
+    double result = pow(base, exponent);
+    if (isinf(result))
+        return PG_ERR_OVERFLOW; /* (34, 'Numerical result out of range') */
+    *out = negate ? -result : result;
+    return PG_OK;
+}
+
+/* math.exp: OverflowError("math range error") when a finite x overflows. */
+static int64_t py_exp(double x, double *out)
+{
+    *out = exp(x);
+    return isinf(*out) && isfinite(x) ? PG_ERR_RANGE : PG_OK;
+}
+
+/* math.log: ValueError("math domain error") for x <= 0 and -inf. */
+static int64_t py_log(double x, double *out)
+{
+    if (!(x > 0.0) && !isnan(x))
+        return PG_ERR_DOMAIN;
+    *out = log(x);
+    return PG_OK;
+}
+
+static double stable_sigmoid(double x)
+{
+    if (x >= 0.0)
+        return 1.0 / (1.0 + exp(-x));
+    double e = exp(x); /* exp(-x) would overflow for very negative x */
+    return e / (1.0 + e);
+}
+
+/* --- forward and backward, op by op ----------------------------------------
+ * Backward functions read the node's value (d[n]) and gradient (g[n]) and
+ * accumulate into the children's gradients, exactly as micrograd's closures. */
+
+#define D (A->data)
+#define G (A->grad)
+
+/* ADD: out = a + b */
+static void add_backward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    G[k[0]] += G[n];
+    G[k[1]] += G[n];
+}
+
+/* MUL: out = a * b */
+static void mul_backward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    G[k[0]] += D[k[1]] * G[n];
+    G[k[1]] += D[k[0]] * G[n];
+}
+
+/* POW: out = a ** e, e a constant; micrograd: (e * a**(e-1)) * out.grad,
+ * which raises in Python for 0.0 ** negative, so it fails here too. */
+static int64_t pow_backward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    double e = A->exponent[n], power;
+    int64_t rc = py_pow(D[k[0]], e - 1.0, &power);
+    if (rc < 0)
+        return rc;
+    G[k[0]] += (e * power) * G[n];
+    return PG_OK;
+}
+
+/* POWV: out = a ** b, b a Value.  d/da = b * a**(b-1); d/db = out * log(a).
+ * Like PyTorch: both are 0 where the formula is 0 * inf (b == 0; a == 0, b >= 0). */
+static void powv_backward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    double a = D[k[0]], b = D[k[1]];
+    double da = b == 0.0 ? 0.0 : b * pow(a, b - 1.0);
+    double db = a == 0.0 && b >= 0.0 ? 0.0 : D[n] * log(a);
+    G[k[0]] += da * G[n];
+    G[k[1]] += db * G[n];
+}
+
+/* RELU: out = 0 if a < 0 else a; micrograd: (out.data > 0) * out.grad */
+static void relu_backward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    G[k[0]] += (double)(D[n] > 0.0) * G[n];
+}
+
+/* TANH: out = tanh(a) */
+static void tanh_backward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    G[k[0]] += (1.0 - D[n] * D[n]) * G[n];
+}
+
+/* EXP: out = exp(a) */
+static void exp_backward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    G[k[0]] += D[n] * G[n];
+}
+
+/* LOG: out = log(a) */
+static void log_backward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    G[k[0]] += G[n] / D[k[0]];
+}
+
+/* SIGMOID: out = 1 / (1 + exp(-a)) */
+static void sigmoid_backward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    G[k[0]] += D[n] * (1.0 - D[n]) * G[n];
+}
+
+/* The value of an op applied to its children's values `in`. */
+int64_t pg_op_forward(uint8_t op, const double *in, double exponent, double *out)
+{
+    switch (op) {
+    case PG_OP_ADD: *out = in[0] + in[1]; return PG_OK;
+    case PG_OP_MUL: *out = in[0] * in[1]; return PG_OK;
+    case PG_OP_POW: return py_pow(in[0], exponent, out);
+    case PG_OP_POWV: return py_pow(in[0], in[1], out);
+    case PG_OP_RELU: *out = in[0] < 0.0 ? 0.0 : in[0]; return PG_OK;
+    case PG_OP_TANH: *out = tanh(in[0]); return PG_OK;
+    case PG_OP_EXP: return py_exp(in[0], out);
+    case PG_OP_LOG: return py_log(in[0], out);
+    case PG_OP_SIGMOID: *out = stable_sigmoid(in[0]); return PG_OK;
+    }
+    return PG_ERR_ARG;
+}
+
+/* One node's local backward step.  Leaves and custom ops do nothing here. */
+int64_t pg_op_backward(arena_t *A, uint32_t n)
+{
+    const uint32_t *k = children_of(A, n);
+    switch (A->op[n]) {
+    case PG_OP_ADD: add_backward(A, n, k); break;
+    case PG_OP_MUL: mul_backward(A, n, k); break;
+    case PG_OP_POW: return pow_backward(A, n, k);
+    case PG_OP_POWV: powv_backward(A, n, k); break;
+    case PG_OP_RELU: relu_backward(A, n, k); break;
+    case PG_OP_TANH: tanh_backward(A, n, k); break;
+    case PG_OP_EXP: exp_backward(A, n, k); break;
+    case PG_OP_LOG: log_backward(A, n, k); break;
+    case PG_OP_SIGMOID: sigmoid_backward(A, n, k); break;
+    default: break;
+    }
+    return PG_OK;
+}
+
+#undef D
+#undef G
+
+/* --- making nodes ----------------------------------------------------------
+ * Internal helpers work on slots already validated; each returns a handle with
+ * one reference for the caller, or an error having made nothing. */
+
+static int64_t make_leaf(arena_t *A, double value, uint32_t *slot)
+{
+    return pg_node_new(A, PG_OP_LEAF, value, NULL, 0, slot);
+}
+
+static int64_t make_op(arena_t *A, uint8_t op, const uint32_t *kids, uint32_t arity,
+                       double exponent, uint8_t flags, uint32_t *slot)
+{
+    double in[2] = {0.0, 0.0}, value;
+    for (uint32_t i = 0; i < arity; i++)
+        in[i] = A->data[kids[i]];
+    int64_t rc = pg_op_forward(op, in, exponent, &value);
+    if (rc < 0)
+        return rc;
+    uint32_t s;
+    int64_t h = pg_node_new(A, op, value, kids, arity, &s);
+    if (h < 0)
+        return h;
+    A->exponent[s] = exponent;
+    A->flags[s] = flags;
+    if (slot)
+        *slot = s;
+    return h;
+}
+
+static int64_t make_binary(arena_t *A, uint8_t op, uint32_t a, uint32_t b, uint32_t *slot)
+{
+    uint32_t kids[2] = {a, b};
+    return make_op(A, op, kids, 2, 0.0, 0, slot);
+}
+
+/* Drop the caller's reference to an intermediate node once its parent holds
+ * one (or, if making the parent failed, free it): returns `result`. */
+static int64_t drop_temporary(arena_t *A, uint32_t temporary, int64_t result)
+{
+    pg_node_release(A, temporary);
+    return result;
+}
+
+/* a <op> Value(k): micrograd wraps a plain number in a leaf, as the right operand. */
+static int64_t make_with_const(arena_t *A, uint8_t op, uint32_t a, double k, uint32_t *slot)
+{
+    uint32_t leaf;
+    int64_t h = make_leaf(A, k, &leaf);
+    if (h < 0)
+        return h;
+    return drop_temporary(A, leaf, make_binary(A, op, a, leaf, slot));
+}
+
+static int64_t make_pow_const(arena_t *A, uint32_t a, double k, uint8_t flags, uint32_t *slot)
+{
+    uint32_t kids[1] = {a};
+    return make_op(A, PG_OP_POW, kids, 1, k, flags, slot);
+}
+
+/* --- the C API: making nodes ------------------------------------------------ */
+
+static int64_t api_binary(uint8_t op, int64_t ha, int64_t hb)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a, b;
+    if (!lookup(A, ha, &a) || !lookup(A, hb, &b))
+        return PG_ERR_HANDLE;
+    return make_binary(A, op, a, b, NULL);
+}
+
+static int64_t api_unary(uint8_t op, int64_t ha)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a;
+    if (!lookup(A, ha, &a))
+        return PG_ERR_HANDLE;
+    return make_op(A, op, &a, 1, 0.0, 0, NULL);
+}
+
+static int64_t api_with_const(uint8_t op, int64_t ha, double k)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a;
+    if (!lookup(A, ha, &a))
+        return PG_ERR_HANDLE;
+    return make_with_const(A, op, a, k, NULL);
+}
+
+/* a - b == a + (b * -1) */
+static int64_t api_sub(int64_t ha, int64_t hb)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a, b, negated;
+    if (!lookup(A, ha, &a) || !lookup(A, hb, &b))
+        return PG_ERR_HANDLE;
+    int64_t h = make_with_const(A, PG_OP_MUL, b, -1.0, &negated);
+    if (h < 0)
+        return h;
+    return drop_temporary(A, negated, make_binary(A, PG_OP_ADD, a, negated, NULL));
+}
+
+/* k - a == (a * -1) + Value(k) */
+static int64_t api_rsub_const(int64_t ha, double k)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a, negated;
+    if (!lookup(A, ha, &a))
+        return PG_ERR_HANDLE;
+    int64_t h = make_with_const(A, PG_OP_MUL, a, -1.0, &negated);
+    if (h < 0)
+        return h;
+    return drop_temporary(A, negated, make_with_const(A, PG_OP_ADD, negated, k, NULL));
+}
+
+/* a / b == a * b**-1 */
+static int64_t api_div(int64_t ha, int64_t hb)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a, b, inverse;
+    if (!lookup(A, ha, &a) || !lookup(A, hb, &b))
+        return PG_ERR_HANDLE;
+    int64_t h = make_pow_const(A, b, -1.0, PG_FLAG_INT_EXPONENT, &inverse);
+    if (h < 0)
+        return h;
+    return drop_temporary(A, inverse, make_binary(A, PG_OP_MUL, a, inverse, NULL));
+}
+
+/* k / a == (a ** -1) * Value(k) */
+static int64_t api_rdiv_const(int64_t ha, double k)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a, inverse;
+    if (!lookup(A, ha, &a))
+        return PG_ERR_HANDLE;
+    int64_t h = make_pow_const(A, a, -1.0, PG_FLAG_INT_EXPONENT, &inverse);
+    if (h < 0)
+        return h;
+    return drop_temporary(A, inverse, make_with_const(A, PG_OP_MUL, inverse, k, NULL));
+}
+
+static int64_t api_pow_const(int64_t ha, double k, int32_t flags)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a;
+    if (!lookup(A, ha, &a))
+        return PG_ERR_HANDLE;
+    if (flags & ~PG_FLAG_INT_EXPONENT)
+        return PG_ERR_ARG;
+    return make_pow_const(A, a, k, (uint8_t)flags, NULL);
+}
+
+/* Value(k) ** b */
+static int64_t api_rpow_const(int64_t hb, double k)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t b, base;
+    if (!lookup(A, hb, &b))
+        return PG_ERR_HANDLE;
+    int64_t h = make_leaf(A, k, &base);
+    if (h < 0)
+        return h;
+    return drop_temporary(A, base, make_binary(A, PG_OP_POWV, base, b, NULL));
+}
+
+static int64_t api_python_node(double data, const int64_t *children, int64_t count)
+{
+    arena_t *A = &pg_the_arena;
+    if (count < 0 || count > (int64_t)MAX_SLOTS || (count > 0 && !children))
+        return PG_ERR_ARG;
+    uint32_t *kids = malloc((size_t)(count ? count : 1) * sizeof *kids);
+    if (!kids)
+        return PG_ERR_NOMEM;
+    int64_t h = PG_OK;
+    for (int64_t i = 0; i < count && h == PG_OK; i++)
+        if (!lookup(A, children[i], &kids[i]))
+            h = PG_ERR_HANDLE;
+    if (h == PG_OK)
+        h = pg_node_new(A, PG_OP_PYTHON, data, kids, (uint32_t)count, NULL);
+    free(kids);
+    return h;
+}
+
+static int64_t api_make_python(int64_t h)
+{
+    uint32_t s;
+    if (!lookup(&pg_the_arena, h, &s))
+        return PG_ERR_HANDLE;
+    pg_the_arena.op[s] = PG_OP_PYTHON;
+    return PG_OK;
+}
+
+int64_t pg_leaf(double data) { PG_LOCKED(make_leaf(&pg_the_arena, data, NULL)); }
+int64_t pg_add(int64_t a, int64_t b) { PG_LOCKED(api_binary(PG_OP_ADD, a, b)); }
+int64_t pg_mul(int64_t a, int64_t b) { PG_LOCKED(api_binary(PG_OP_MUL, a, b)); }
+int64_t pg_pow(int64_t a, int64_t b) { PG_LOCKED(api_binary(PG_OP_POWV, a, b)); }
+int64_t pg_add_const(int64_t a, double k) { PG_LOCKED(api_with_const(PG_OP_ADD, a, k)); }
+int64_t pg_mul_const(int64_t a, double k) { PG_LOCKED(api_with_const(PG_OP_MUL, a, k)); }
+int64_t pg_sub(int64_t a, int64_t b) { PG_LOCKED(api_sub(a, b)); }
+int64_t pg_rsub_const(int64_t a, double k) { PG_LOCKED(api_rsub_const(a, k)); }
+int64_t pg_div(int64_t a, int64_t b) { PG_LOCKED(api_div(a, b)); }
+int64_t pg_rdiv_const(int64_t a, double k) { PG_LOCKED(api_rdiv_const(a, k)); }
+int64_t pg_pow_const(int64_t a, double k, int32_t flags) { PG_LOCKED(api_pow_const(a, k, flags)); }
+int64_t pg_rpow_const(int64_t b, double k) { PG_LOCKED(api_rpow_const(b, k)); }
+int64_t pg_relu(int64_t a) { PG_LOCKED(api_unary(PG_OP_RELU, a)); }
+int64_t pg_tanh(int64_t a) { PG_LOCKED(api_unary(PG_OP_TANH, a)); }
+int64_t pg_exp(int64_t a) { PG_LOCKED(api_unary(PG_OP_EXP, a)); }
+int64_t pg_log(int64_t a) { PG_LOCKED(api_unary(PG_OP_LOG, a)); }
+int64_t pg_sigmoid(int64_t a) { PG_LOCKED(api_unary(PG_OP_SIGMOID, a)); }
+
+int64_t pg_python_node(double data, const int64_t *children, int64_t count)
+{
+    PG_LOCKED(api_python_node(data, children, count));
+}
+
+int64_t pg_make_python(int64_t h) { PG_LOCKED(api_make_python(h)); }
