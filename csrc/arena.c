@@ -168,7 +168,7 @@ static void free_slot(arena_t *A, uint32_t s)
 #endif
     A->arity[s] = 0;
     A->op[s] = PG_OP_FREE;
-    A->gen[s] = (A->gen[s] + 1) & 0x7fffffffu; /* handles stay non-negative */
+    A->gen[s]++;
     A->link[s] = A->free_head;
     A->free_head = s;
     A->live--;
@@ -235,8 +235,22 @@ static int64_t release(arena_t *A, int64_t h)
     return PG_OK;
 }
 
+static int64_t release_many(arena_t *A, const int64_t *handles, int64_t count)
+{
+    if (count < 0 || (count > 0 && !handles))
+        return PG_ERR_ARG;
+    int64_t refused = 0;
+    for (int64_t i = 0; i < count; i++)
+        refused += release(A, handles[i]) < 0;
+    return refused;
+}
+
 int64_t pg_retain(int64_t h) { PG_LOCKED(retain(&pg_the_arena, h)); }
 int64_t pg_release(int64_t h) { PG_LOCKED(release(&pg_the_arena, h)); }
+int64_t pg_release_many(const int64_t *handles, int64_t count)
+{
+    PG_LOCKED(release_many(&pg_the_arena, handles, count));
+}
 
 /* Read one double field; NaN for a bad handle (pg_valid tells them apart). */
 static double read_field(const double *const *field, int64_t h)

@@ -40,18 +40,26 @@ static inline const uint32_t *children_of(const arena_t *A, uint32_t s)
     return A->arity[s] > 2 ? A->kids_ext[s] : A->kids[s];
 }
 
+/* A handle is (slot << GEN_BITS) | (generation mod 2^GEN_BITS).  Generation in
+ * the low bits keeps handles of the first million slots under 2^30, where
+ * Python's ints are one digit and cross the cffi boundary fastest; a stale
+ * handle goes unnoticed only if its slot was reused a multiple of 1024 times. */
+#define GEN_BITS 10
+#define GEN_MASK ((1u << GEN_BITS) - 1)
+
 static inline int64_t handle_of(const arena_t *A, uint32_t s)
 {
-    return ((int64_t)A->gen[s] << 32) | s;
+    return ((int64_t)s << GEN_BITS) | (A->gen[s] & GEN_MASK);
 }
 
 /* Resolve a handle to a live slot, or return 0. */
 static inline int lookup(const arena_t *A, int64_t h, uint32_t *slot)
 {
-    if (h < 0)
+    if (h < 0 || h >= ((int64_t)1 << (32 + GEN_BITS)))
         return 0;
-    uint32_t s = (uint32_t)(h & 0xffffffffu);
-    if (s >= A->used || A->gen[s] != (uint32_t)(h >> 32) || A->op[s] == PG_OP_FREE)
+    uint32_t s = (uint32_t)(h >> GEN_BITS);
+    if (s >= A->used || (A->gen[s] & GEN_MASK) != (uint32_t)(h & GEN_MASK) ||
+        A->op[s] == PG_OP_FREE)
         return 0;
     *slot = s;
     return 1;

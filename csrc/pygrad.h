@@ -4,7 +4,7 @@
  * cffi's parser accepts: no #include, no #ifdef, fixed-width types.  The .c
  * files include <stdint.h> before it.
  *
- * A node is named by a handle: (generation << 32) | slot.  Every function
+ * A node is named by a handle: a slot index and a generation.  Every function
  * validates the handles it is given and returns a negative pg_status instead of
  * touching memory it should not.  Functions that make a node return its handle
  * (>= 0) with one external reference owned by the caller; pg_release gives it
@@ -73,6 +73,8 @@ int64_t pg_make_python(int64_t h);
  * caller) or a parent.  pg_release refuses a release it was not owed. */
 int64_t pg_retain(int64_t h);
 int64_t pg_release(int64_t h);
+/* Release many handles at once; returns how many were refused (bad or unowed). */
+int64_t pg_release_many(const int64_t *handles, int64_t count);
 
 /* --- reading and writing nodes -------------------------------------------- */
 /* Getters return NaN for a bad handle; pg_valid tells the two NaNs apart. */

@@ -3,7 +3,7 @@
     from pygrad import Value        # instead of: from micrograd.engine import Value
 """
 from ._core import NodeLimitError, PygradError, StaleValueError
-from .engine import Value
+from .engine import Value, live_nodes
 
-__all__ = ["Value", "PygradError", "StaleValueError", "NodeLimitError"]
+__all__ = ["Value", "live_nodes", "PygradError", "StaleValueError", "NodeLimitError"]
 __version__ = "0.1.0"

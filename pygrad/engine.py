@@ -8,11 +8,12 @@ to do.
 """
 import numbers
 import sys
+import threading
 import weakref
 
 from ._core import check, error_for, ffi, lib
 
-__all__ = ["Value"]
+__all__ = ["Value", "live_nodes", "release_dead_values"]
 
 # The C calls on the hot path, bound once.
 _leaf, _add, _mul, _sub, _div = lib.pg_leaf, lib.pg_add, lib.pg_mul, lib.pg_sub, lib.pg_div
@@ -44,6 +45,32 @@ def _real(x):
                         f"anything with __float__), not {type(x).__name__}") from None
 
 
+# A dead Value's handle is queued here and released with the next batch: one
+# C call per _RELEASE_BATCH Values instead of one each.
+_dead_handles = []
+_RELEASE_BATCH = 4096
+_release_lock = threading.Lock()
+
+
+def release_dead_values():
+    """Release the nodes of every Value that has died since the last batch."""
+    if not _release_lock.acquire(blocking=False):
+        return  # another thread is releasing; only appends race with it
+    try:
+        count = len(_dead_handles)
+        batch = _dead_handles[:count]
+        del _dead_handles[:count]
+        lib.pg_release_many(batch, count)
+    finally:
+        _release_lock.release()
+
+
+def live_nodes():
+    """How many nodes the arena holds, after releasing those of dead Values."""
+    release_dead_values()
+    return lib.pg_live_nodes()
+
+
 def _node(h, _new=object.__new__):
     """Wrap a handle fresh from the C core (one reference, ours) in a Value."""
     if h < 0:
@@ -70,23 +97,38 @@ class Value:
                 raise error_for(h)
             self._h = h
 
-    def __del__(self, _release=lib.pg_release):
+    def __del__(self, _dead=_dead_handles, _queue=_dead_handles.append):
         try:
-            _release(self._h)
+            _queue(self._h)
         except AttributeError:  # __init__ raised before the node existed
-            pass
+            return
+        if len(_dead) >= _RELEASE_BATCH:
+            release_dead_values()
 
     # --- the ops: micrograd's, then pygrad's own ------------------------------
 
-    def __add__(self, other):
+    # + and * are the hot path: _node() is inlined there.
+    def __add__(self, other, _new=object.__new__):
         if isinstance(other, Value):
-            return _node(_add(self._h, other._h))
-        return _node(_add_const(self._h, other if type(other) is float else _real(other)))
+            h = _add(self._h, other._h)
+        else:
+            h = _add_const(self._h, other if type(other) is float else _real(other))
+        if h < 0:
+            raise error_for(h)
+        out = _new(Value)
+        out._h = h
+        return out
 
-    def __mul__(self, other):
+    def __mul__(self, other, _new=object.__new__):
         if isinstance(other, Value):
-            return _node(_mul(self._h, other._h))
-        return _node(_mul_const(self._h, other if type(other) is float else _real(other)))
+            h = _mul(self._h, other._h)
+        else:
+            h = _mul_const(self._h, other if type(other) is float else _real(other))
+        if h < 0:
+            raise error_for(h)
+        out = _new(Value)
+        out._h = h
+        return out
 
     def __pow__(self, other):
         if isinstance(other, Value):
@@ -123,8 +165,7 @@ class Value:
     def __neg__(self):  # -self == self * -1
         return _node(_mul_const(self._h, -1.0))
 
-    def __radd__(self, other):  # other + self == self + other
-        return _node(_add_const(self._h, other if type(other) is float else _real(other)))
+    __radd__ = __add__  # other + self == self + other
 
     def __sub__(self, other):  # self + (-other)
         if isinstance(other, Value):
@@ -134,8 +175,7 @@ class Value:
     def __rsub__(self, other):  # other + (-self)
         return _node(_rsub_const(self._h, _real(other)))
 
-    def __rmul__(self, other):  # other * self == self * other
-        return _node(_mul_const(self._h, other if type(other) is float else _real(other)))
+    __rmul__ = __mul__  # other * self == self * other
 
     def __truediv__(self, other):  # self * other**-1
         if isinstance(other, Value):
