@@ -4,9 +4,9 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 CC ?= gcc
-CSRC = csrc/arena.c csrc/ops.c csrc/graph.c
+CSRC = $(wildcard csrc/*.c)
 SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-CTEST_FLAGS = -std=c11 -g -O1 -Wall -Wextra -Werror -DPG_DEBUG $(SANITIZE)
+CTEST_FLAGS = -std=c11 -g -O1 -Wall -Wextra -Werror -ffp-contract=off -DPG_DEBUG $(SANITIZE)
 
 .PHONY: demo test install test-deps demo-deps ctest pytest bench clean
 

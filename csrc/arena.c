@@ -12,6 +12,18 @@ static pthread_mutex_t arena_mutex = PTHREAD_MUTEX_INITIALIZER;
 void pg_lock(void) { pthread_mutex_lock(&arena_mutex); }
 void pg_unlock(void) { pthread_mutex_unlock(&arena_mutex); }
 
+/* no_grad is per thread, as in PyTorch. */
+static _Thread_local int grad_disabled;
+
+int pg_grad_enabled(void) { return !grad_disabled; }
+
+int64_t pg_set_grad_enabled(int64_t enabled)
+{
+    int64_t previous = !grad_disabled;
+    grad_disabled = !enabled;
+    return previous;
+}
+
 #ifdef PG_DEBUG
 #include <assert.h>
 #define DEBUG_ASSERT(cond) assert(cond)
@@ -195,6 +207,17 @@ static void free_unreferenced(arena_t *A, uint32_t s)
         }
         free_slot(A, n);
     }
+}
+
+void pg_node_detach(arena_t *A, uint32_t s)
+{
+    const uint32_t *kids = children_of(A, s);
+    for (uint32_t i = 0; i < A->arity[s]; i++)
+        pg_node_decref(A, kids[i]);
+    free(A->kids_ext[s]);
+    A->kids_ext[s] = NULL;
+    A->arity[s] = 0;
+    A->op[s] = PG_OP_LEAF;
 }
 
 void pg_node_decref(arena_t *A, uint32_t s)

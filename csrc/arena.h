@@ -81,8 +81,12 @@ void pg_node_decref(arena_t *A, uint32_t s);
 void pg_node_release(arena_t *A, uint32_t s);      /* external reference */
 int64_t pg_walk_reserve(arena_t *A);
 
+/* Make `s` a leaf: drop its children (no_grad keeps values, not graphs). */
+void pg_node_detach(arena_t *A, uint32_t s);
+int pg_grad_enabled(void);
+
 /* ops.c: the per-op forward and backward */
-int64_t pg_op_forward(uint8_t op, const double *in, double exponent, double *out);
+int64_t pg_op_forward(arena_t *A, uint32_t s);
 int64_t pg_op_backward(arena_t *A, uint32_t s);
 
 /* Run `expr` (an int64_t) under the arena lock and return it. */

@@ -7,7 +7,7 @@ from pathlib import Path
 from cffi import FFI
 
 CSRC = Path(__file__).resolve().parent
-SOURCES = ["arena.c", "ops.c", "graph.c"]
+SOURCES = ["arena.c", "ops.c", "graph.c", "optim.c"]
 
 
 def read_header() -> str:
@@ -22,7 +22,7 @@ ffibuilder.set_source(
     # Relative paths: setuptools wants them relative to setup.py.
     sources=[f"csrc/{name}" for name in SOURCES],
     include_dirs=["csrc"],
-    extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wextra"],
+    extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-Wall", "-Wextra"],
     libraries=["m", "pthread"],
 )
 

@@ -3,6 +3,7 @@
  * (micrograd computes in Python floats), errors included. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "arena.h"
 
@@ -93,13 +94,20 @@ static double stable_sigmoid(double x)
 }
 
 /* --- forward and backward, op by op ----------------------------------------
- * Backward functions read the node's value (d[n]) and gradient (g[n]) and
- * accumulate into the children's gradients, exactly as micrograd's closures. */
+ * Each op reads its children k[] in the arena.  Forward writes the node's
+ * value D[n] (or returns an error, writing nothing); backward reads D[n] and
+ * G[n] and accumulates (+=) into the children's gradients, as micrograd's
+ * closures do. */
 
 #define D (A->data)
 #define G (A->grad)
 
 /* ADD: out = a + b */
+static void add_forward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    D[n] = D[k[0]] + D[k[1]];
+}
+
 static void add_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += G[n];
@@ -107,14 +115,25 @@ static void add_backward(arena_t *A, uint32_t n, const uint32_t *k)
 }
 
 /* MUL: out = a * b */
+static void mul_forward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    D[n] = D[k[0]] * D[k[1]];
+}
+
 static void mul_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += D[k[1]] * G[n];
     G[k[1]] += D[k[0]] * G[n];
 }
 
-/* POW: out = a ** e, e a constant; micrograd: (e * a**(e-1)) * out.grad,
- * which raises in Python for 0.0 ** negative, so it fails here too. */
+/* POW: out = a ** e, e a constant (the node's exponent). */
+static int64_t pow_forward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    return py_pow(D[k[0]], A->exponent[n], &D[n]);
+}
+
+/* micrograd: (e * a**(e-1)) * out.grad, which raises in Python for 0.0 ** a
+ * negative power, so it fails here too. */
 static int64_t pow_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     double e = A->exponent[n], power;
@@ -125,8 +144,14 @@ static int64_t pow_backward(arena_t *A, uint32_t n, const uint32_t *k)
     return PG_OK;
 }
 
-/* POWV: out = a ** b, b a Value.  d/da = b * a**(b-1); d/db = out * log(a).
- * Like PyTorch: both are 0 where the formula is 0 * inf (b == 0; a == 0, b >= 0). */
+/* POWV: out = a ** b, b a Value. */
+static int64_t powv_forward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    return py_pow(D[k[0]], D[k[1]], &D[n]);
+}
+
+/* d/da = b * a**(b-1); d/db = out * log(a).  Like PyTorch, each is 0 where
+ * its formula is 0 * inf (b == 0; a == 0 with b >= 0). */
 static void powv_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     double a = D[k[0]], b = D[k[1]];
@@ -136,51 +161,104 @@ static void powv_backward(arena_t *A, uint32_t n, const uint32_t *k)
     G[k[1]] += db * G[n];
 }
 
-/* RELU: out = 0 if a < 0 else a; micrograd: (out.data > 0) * out.grad */
+/* RELU: out = 0 if a < 0 else a (so relu(-0.0) is -0.0, as in micrograd) */
+static void relu_forward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    D[n] = D[k[0]] < 0.0 ? 0.0 : D[k[0]];
+}
+
+/* micrograd: (out.data > 0) * out.grad */
 static void relu_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += (double)(D[n] > 0.0) * G[n];
 }
 
 /* TANH: out = tanh(a) */
+static void tanh_forward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    D[n] = tanh(D[k[0]]);
+}
+
 static void tanh_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += (1.0 - D[n] * D[n]) * G[n];
 }
 
 /* EXP: out = exp(a) */
+static int64_t exp_forward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    return py_exp(D[k[0]], &D[n]);
+}
+
 static void exp_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += D[n] * G[n];
 }
 
 /* LOG: out = log(a) */
+static int64_t log_forward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    return py_log(D[k[0]], &D[n]);
+}
+
 static void log_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += G[n] / D[k[0]];
 }
 
 /* SIGMOID: out = 1 / (1 + exp(-a)) */
+static void sigmoid_forward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    D[n] = stable_sigmoid(D[k[0]]);
+}
+
 static void sigmoid_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += D[n] * (1.0 - D[n]) * G[n];
 }
 
-/* The value of an op applied to its children's values `in`. */
-int64_t pg_op_forward(uint8_t op, const double *in, double exponent, double *out)
+/* DOT: out = b + w[0]*x[0] + w[1]*x[1] + ..., children (b, w[0..m), x[0..m)).
+ * A neuron's pre-activation: summed left to right from b, exactly as
+ * micrograd's sum((wi*xi for wi, xi in zip(w, x)), b) rounds. */
+static void dot_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
-    switch (op) {
-    case PG_OP_ADD: *out = in[0] + in[1]; return PG_OK;
-    case PG_OP_MUL: *out = in[0] * in[1]; return PG_OK;
-    case PG_OP_POW: return py_pow(in[0], exponent, out);
-    case PG_OP_POWV: return py_pow(in[0], in[1], out);
-    case PG_OP_RELU: *out = in[0] < 0.0 ? 0.0 : in[0]; return PG_OK;
-    case PG_OP_TANH: *out = tanh(in[0]); return PG_OK;
-    case PG_OP_EXP: return py_exp(in[0], out);
-    case PG_OP_LOG: return py_log(in[0], out);
-    case PG_OP_SIGMOID: *out = stable_sigmoid(in[0]); return PG_OK;
+    uint32_t m = (A->arity[n] - 1) / 2;
+    const uint32_t *w = k + 1, *x = k + 1 + m;
+    double acc = D[k[0]];
+    for (uint32_t i = 0; i < m; i++)
+        acc = acc + D[w[i]] * D[x[i]];
+    D[n] = acc;
+}
+
+static void dot_backward(arena_t *A, uint32_t n, const uint32_t *k)
+{
+    uint32_t m = (A->arity[n] - 1) / 2;
+    const uint32_t *w = k + 1, *x = k + 1 + m;
+    G[k[0]] += G[n];
+    for (uint32_t i = 0; i < m; i++) {
+        G[w[i]] += D[x[i]] * G[n];
+        G[x[i]] += D[w[i]] * G[n];
     }
-    return PG_ERR_ARG;
+}
+
+/* Recompute a node's value from its children's. */
+int64_t pg_op_forward(arena_t *A, uint32_t n)
+{
+    const uint32_t *k = children_of(A, n);
+    switch (A->op[n]) {
+    case PG_OP_ADD: add_forward(A, n, k); break;
+    case PG_OP_MUL: mul_forward(A, n, k); break;
+    case PG_OP_POW: return pow_forward(A, n, k);
+    case PG_OP_POWV: return powv_forward(A, n, k);
+    case PG_OP_RELU: relu_forward(A, n, k); break;
+    case PG_OP_TANH: tanh_forward(A, n, k); break;
+    case PG_OP_EXP: return exp_forward(A, n, k);
+    case PG_OP_LOG: return log_forward(A, n, k);
+    case PG_OP_SIGMOID: sigmoid_forward(A, n, k); break;
+    case PG_OP_DOT: dot_forward(A, n, k); break;
+    default: break; /* leaves and custom ops keep the value they were given */
+    }
+    return PG_OK;
 }
 
 /* One node's local backward step.  Leaves and custom ops do nothing here. */
@@ -197,6 +275,7 @@ int64_t pg_op_backward(arena_t *A, uint32_t n)
     case PG_OP_EXP: exp_backward(A, n, k); break;
     case PG_OP_LOG: log_backward(A, n, k); break;
     case PG_OP_SIGMOID: sigmoid_backward(A, n, k); break;
+    case PG_OP_DOT: dot_backward(A, n, k); break;
     default: break;
     }
     return PG_OK;
@@ -214,21 +293,25 @@ static int64_t make_leaf(arena_t *A, double value, uint32_t *slot)
     return pg_node_new(A, PG_OP_LEAF, value, NULL, 0, slot);
 }
 
+/* Make a node for `op` over `kids` and compute its value.  If the value is an
+ * error, the node goes again and the error is returned.  Under no_grad the
+ * node keeps its value and forgets its children. */
 static int64_t make_op(arena_t *A, uint8_t op, const uint32_t *kids, uint32_t arity,
                        double exponent, uint8_t flags, uint32_t *slot)
 {
-    double in[2] = {0.0, 0.0}, value;
-    for (uint32_t i = 0; i < arity; i++)
-        in[i] = A->data[kids[i]];
-    int64_t rc = pg_op_forward(op, in, exponent, &value);
-    if (rc < 0)
-        return rc;
     uint32_t s;
-    int64_t h = pg_node_new(A, op, value, kids, arity, &s);
+    int64_t h = pg_node_new(A, op, 0.0, kids, arity, &s);
     if (h < 0)
         return h;
     A->exponent[s] = exponent;
     A->flags[s] = flags;
+    int64_t rc = pg_op_forward(A, s);
+    if (rc < 0) {
+        pg_node_release(A, s);
+        return rc;
+    }
+    if (!pg_grad_enabled())
+        pg_node_detach(A, s);
     if (slot)
         *slot = s;
     return h;
@@ -369,6 +452,62 @@ static int64_t api_rpow_const(int64_t hb, double k)
     return drop_temporary(A, base, make_binary(A, PG_OP_POWV, base, b, NULL));
 }
 
+/* Validate handles[0..count) into slots[]. */
+static int lookup_all(arena_t *A, const int64_t *handles, int64_t count, uint32_t *slots)
+{
+    for (int64_t i = 0; i < count; i++)
+        if (!lookup(A, handles[i], &slots[i]))
+            return 0;
+    return 1;
+}
+
+/* One neuron: DOT over (b, w[0..nin), x[0..nin)), then RELU if asked. */
+static int64_t make_neuron(arena_t *A, uint32_t *kids, uint32_t nin, int relu)
+{
+    uint32_t dot;
+    int64_t h = make_op(A, PG_OP_DOT, kids, 2 * nin + 1, 0.0, 0, &dot);
+    if (h < 0 || !relu)
+        return h;
+    return drop_temporary(A, dot, make_op(A, PG_OP_RELU, &dot, 1, 0.0, 0, NULL));
+}
+
+static int64_t api_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
+                         int64_t nout, int32_t relu, int64_t *out)
+{
+    arena_t *A = &pg_the_arena;
+    if (nin < 0 || nout < 0 || 2 * nin + 1 > (int64_t)MAX_SLOTS || nin * nout > (int64_t)MAX_SLOTS ||
+        (nout > 0 && (!b || !out)) || (nin > 0 && nout > 0 && (!w || !x)))
+        return PG_ERR_ARG;
+    /* kids: scratch for one neuron (b, w row, x); then the validated slots of
+     * every weight and bias. */
+    size_t row = 2 * (size_t)nin + 1;
+    uint32_t *kids = malloc((row + (size_t)(nin * nout) + (size_t)nout) * sizeof *kids);
+    if (!kids)
+        return PG_ERR_NOMEM;
+    uint32_t *w_slots = kids + row, *b_slots = w_slots + nin * nout;
+    int64_t rc = PG_OK;
+    if (!lookup_all(A, x, nin, kids + 1 + nin) || !lookup_all(A, w, nin * nout, w_slots) ||
+        !lookup_all(A, b, nout, b_slots))
+        rc = PG_ERR_HANDLE;
+    for (int64_t j = 0; j < nout && rc == PG_OK; j++) {
+        kids[0] = b_slots[j];
+        memcpy(kids + 1, w_slots + j * nin, (size_t)nin * sizeof *kids);
+        int64_t h = make_neuron(A, kids, (uint32_t)nin, relu);
+        if (h < 0) {
+            rc = h;
+            for (int64_t made = 0; made < j; made++) { /* undo: all or nothing */
+                uint32_t s;
+                if (lookup(A, out[made], &s))
+                    pg_node_release(A, s);
+            }
+        } else {
+            out[j] = h;
+        }
+    }
+    free(kids);
+    return rc;
+}
+
 static int64_t api_python_node(double data, const int64_t *children, int64_t count)
 {
     arena_t *A = &pg_the_arena;
@@ -377,11 +516,8 @@ static int64_t api_python_node(double data, const int64_t *children, int64_t cou
     uint32_t *kids = malloc((size_t)(count ? count : 1) * sizeof *kids);
     if (!kids)
         return PG_ERR_NOMEM;
-    int64_t h = PG_OK;
-    for (int64_t i = 0; i < count && h == PG_OK; i++)
-        if (!lookup(A, children[i], &kids[i]))
-            h = PG_ERR_HANDLE;
-    if (h == PG_OK)
+    int64_t h = PG_ERR_HANDLE;
+    if (lookup_all(A, children, count, kids))
         h = pg_node_new(A, PG_OP_PYTHON, data, kids, (uint32_t)count, NULL);
     free(kids);
     return h;
@@ -413,6 +549,12 @@ int64_t pg_tanh(int64_t a) { PG_LOCKED(api_unary(PG_OP_TANH, a)); }
 int64_t pg_exp(int64_t a) { PG_LOCKED(api_unary(PG_OP_EXP, a)); }
 int64_t pg_log(int64_t a) { PG_LOCKED(api_unary(PG_OP_LOG, a)); }
 int64_t pg_sigmoid(int64_t a) { PG_LOCKED(api_unary(PG_OP_SIGMOID, a)); }
+
+int64_t pg_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
+                 int64_t nout, int32_t relu, int64_t *out)
+{
+    PG_LOCKED(api_layer(w, b, x, nin, nout, relu, out));
+}
 
 int64_t pg_python_node(double data, const int64_t *children, int64_t count)
 {

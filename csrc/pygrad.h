@@ -39,7 +39,8 @@ enum pg_op {
     PG_OP_EXP = 8,
     PG_OP_LOG = 9,
     PG_OP_SIGMOID = 10,
-    PG_OP_PYTHON = 11   /* custom op: value given, backward is a Python callable */
+    PG_OP_PYTHON = 11,  /* custom op: value given, backward is a Python callable */
+    PG_OP_DOT = 12      /* b + w[0]*x[0] + ... : a neuron, children (b, w..., x...) */
 };
 
 /* Node flags (pg_flags). */
@@ -63,6 +64,12 @@ int64_t pg_tanh(int64_t a);
 int64_t pg_exp(int64_t a);
 int64_t pg_log(int64_t a);
 int64_t pg_sigmoid(int64_t a);
+/* A whole layer of micrograd Neurons in one call: for j < nout,
+ *   out[j] = relu?(b[j] + w[j*nin + 0]*x[0] + ... + w[j*nin + nin-1]*x[nin-1])
+ * as DOT nodes (and RELU nodes over them when relu != 0).  Nothing is made
+ * unless every handle is valid. */
+int64_t pg_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
+                 int64_t nout, int32_t relu, int64_t *out);
 /* A custom op: value `data`, children[0..count), backward run by the caller. */
 int64_t pg_python_node(double data, const int64_t *children, int64_t count);
 /* Turn an existing node into a custom op (its backward becomes the caller's). */
@@ -109,7 +116,22 @@ int64_t pg_tape_node(int64_t tape, int64_t i);  /* handle at position i (root is
  * whose backward the caller runs before resuming with end = p-1. */
 int64_t pg_tape_backward(int64_t tape, int64_t end);
 
+/* --- optimizers: one call updates every parameter --------------------------
+ * Nothing is changed unless every handle is valid.  State arrays (velocity,
+ * m, v) hold one double per parameter and belong to the caller. */
+int64_t pg_zero_grad(const int64_t *params, int64_t count);
+/* PyTorch's SGD: g = grad + wd*data; v = momentum*v + g; data -= lr * v
+ * (the wd and momentum terms are skipped when 0: then data -= lr * grad). */
+int64_t pg_sgd_step(const int64_t *params, double *velocity, int64_t count, double lr,
+                    double momentum, double weight_decay);
+/* Adam (Kingma & Ba; PyTorch's formulas) at step t >= 1. */
+int64_t pg_adam_step(const int64_t *params, double *m, double *v, int64_t count, int64_t t,
+                     double lr, double beta1, double beta2, double eps, double weight_decay);
+
 /* --- bookkeeping ---------------------------------------------------------- */
+/* Whether new nodes record their children (1) or are leaves (0: no_grad), for
+ * the calling thread.  Returns the previous setting. */
+int64_t pg_set_grad_enabled(int64_t enabled);
 int64_t pg_live_nodes(void);
 int64_t pg_set_node_limit(int64_t limit);       /* returns the old limit; 0 = none */
 /* Copies up to `cap` handles of freed custom-op nodes into out; returns how many. */
