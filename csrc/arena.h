@@ -85,9 +85,19 @@ int64_t pg_walk_reserve(arena_t *A);
 void pg_node_detach(arena_t *A, uint32_t s);
 int pg_grad_enabled(void);
 
-/* ops.c: the per-op forward and backward */
+/* ops.c: the per-op forward and backward, and making nodes */
 int64_t pg_op_forward(arena_t *A, uint32_t s);
 int64_t pg_op_backward(arena_t *A, uint32_t s);
+/* Make a node for `op` over `kids` and compute its value.  If the value is an
+ * error, the node goes again and the error is returned.  Under no_grad the
+ * node keeps its value and forgets its children. */
+int64_t pg_make_op(arena_t *A, uint8_t op, const uint32_t *kids, uint32_t arity,
+                   double exponent, uint8_t flags, uint32_t *slot);
+/* Drop the caller's reference to an intermediate node once its parent holds
+ * one (or, if making the parent failed, free it): returns `result`. */
+int64_t pg_drop_temporary(arena_t *A, uint32_t temporary, int64_t result);
+/* Validate handles[0..count) into slots[]; 0 if any is bad. */
+int pg_lookup_all(const arena_t *A, const int64_t *handles, int64_t count, uint32_t *slots);
 
 /* Run `expr` (an int64_t) under the arena lock and return it. */
 #define PG_LOCKED(expr)                 \

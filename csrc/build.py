@@ -7,7 +7,7 @@ from pathlib import Path
 from cffi import FFI
 
 CSRC = Path(__file__).resolve().parent
-SOURCES = ["arena.c", "ops.c", "graph.c", "optim.c"]
+SOURCES = ["arena.c", "ops.c", "graph.c", "nn.c", "optim.c"]
 
 
 def read_header() -> str:

@@ -293,11 +293,8 @@ static int64_t make_leaf(arena_t *A, double value, uint32_t *slot)
     return pg_node_new(A, PG_OP_LEAF, value, NULL, 0, slot);
 }
 
-/* Make a node for `op` over `kids` and compute its value.  If the value is an
- * error, the node goes again and the error is returned.  Under no_grad the
- * node keeps its value and forgets its children. */
-static int64_t make_op(arena_t *A, uint8_t op, const uint32_t *kids, uint32_t arity,
-                       double exponent, uint8_t flags, uint32_t *slot)
+int64_t pg_make_op(arena_t *A, uint8_t op, const uint32_t *kids, uint32_t arity,
+                   double exponent, uint8_t flags, uint32_t *slot)
 {
     uint32_t s;
     int64_t h = pg_node_new(A, op, 0.0, kids, arity, &s);
@@ -320,12 +317,10 @@ static int64_t make_op(arena_t *A, uint8_t op, const uint32_t *kids, uint32_t ar
 static int64_t make_binary(arena_t *A, uint8_t op, uint32_t a, uint32_t b, uint32_t *slot)
 {
     uint32_t kids[2] = {a, b};
-    return make_op(A, op, kids, 2, 0.0, 0, slot);
+    return pg_make_op(A, op, kids, 2, 0.0, 0, slot);
 }
 
-/* Drop the caller's reference to an intermediate node once its parent holds
- * one (or, if making the parent failed, free it): returns `result`. */
-static int64_t drop_temporary(arena_t *A, uint32_t temporary, int64_t result)
+int64_t pg_drop_temporary(arena_t *A, uint32_t temporary, int64_t result)
 {
     pg_node_release(A, temporary);
     return result;
@@ -338,13 +333,13 @@ static int64_t make_with_const(arena_t *A, uint8_t op, uint32_t a, double k, uin
     int64_t h = make_leaf(A, k, &leaf);
     if (h < 0)
         return h;
-    return drop_temporary(A, leaf, make_binary(A, op, a, leaf, slot));
+    return pg_drop_temporary(A, leaf, make_binary(A, op, a, leaf, slot));
 }
 
 static int64_t make_pow_const(arena_t *A, uint32_t a, double k, uint8_t flags, uint32_t *slot)
 {
     uint32_t kids[1] = {a};
-    return make_op(A, PG_OP_POW, kids, 1, k, flags, slot);
+    return pg_make_op(A, PG_OP_POW, kids, 1, k, flags, slot);
 }
 
 /* --- the C API: making nodes ------------------------------------------------ */
@@ -364,7 +359,7 @@ static int64_t api_unary(uint8_t op, int64_t ha)
     uint32_t a;
     if (!lookup(A, ha, &a))
         return PG_ERR_HANDLE;
-    return make_op(A, op, &a, 1, 0.0, 0, NULL);
+    return pg_make_op(A, op, &a, 1, 0.0, 0, NULL);
 }
 
 static int64_t api_with_const(uint8_t op, int64_t ha, double k)
@@ -386,7 +381,7 @@ static int64_t api_sub(int64_t ha, int64_t hb)
     int64_t h = make_with_const(A, PG_OP_MUL, b, -1.0, &negated);
     if (h < 0)
         return h;
-    return drop_temporary(A, negated, make_binary(A, PG_OP_ADD, a, negated, NULL));
+    return pg_drop_temporary(A, negated, make_binary(A, PG_OP_ADD, a, negated, NULL));
 }
 
 /* k - a == (a * -1) + Value(k) */
@@ -399,7 +394,7 @@ static int64_t api_rsub_const(int64_t ha, double k)
     int64_t h = make_with_const(A, PG_OP_MUL, a, -1.0, &negated);
     if (h < 0)
         return h;
-    return drop_temporary(A, negated, make_with_const(A, PG_OP_ADD, negated, k, NULL));
+    return pg_drop_temporary(A, negated, make_with_const(A, PG_OP_ADD, negated, k, NULL));
 }
 
 /* a / b == a * b**-1 */
@@ -412,7 +407,7 @@ static int64_t api_div(int64_t ha, int64_t hb)
     int64_t h = make_pow_const(A, b, -1.0, PG_FLAG_INT_EXPONENT, &inverse);
     if (h < 0)
         return h;
-    return drop_temporary(A, inverse, make_binary(A, PG_OP_MUL, a, inverse, NULL));
+    return pg_drop_temporary(A, inverse, make_binary(A, PG_OP_MUL, a, inverse, NULL));
 }
 
 /* k / a == (a ** -1) * Value(k) */
@@ -425,7 +420,7 @@ static int64_t api_rdiv_const(int64_t ha, double k)
     int64_t h = make_pow_const(A, a, -1.0, PG_FLAG_INT_EXPONENT, &inverse);
     if (h < 0)
         return h;
-    return drop_temporary(A, inverse, make_with_const(A, PG_OP_MUL, inverse, k, NULL));
+    return pg_drop_temporary(A, inverse, make_with_const(A, PG_OP_MUL, inverse, k, NULL));
 }
 
 static int64_t api_pow_const(int64_t ha, double k, int32_t flags)
@@ -449,63 +444,15 @@ static int64_t api_rpow_const(int64_t hb, double k)
     int64_t h = make_leaf(A, k, &base);
     if (h < 0)
         return h;
-    return drop_temporary(A, base, make_binary(A, PG_OP_POWV, base, b, NULL));
+    return pg_drop_temporary(A, base, make_binary(A, PG_OP_POWV, base, b, NULL));
 }
 
-/* Validate handles[0..count) into slots[]. */
-static int lookup_all(arena_t *A, const int64_t *handles, int64_t count, uint32_t *slots)
+int pg_lookup_all(const arena_t *A, const int64_t *handles, int64_t count, uint32_t *slots)
 {
     for (int64_t i = 0; i < count; i++)
         if (!lookup(A, handles[i], &slots[i]))
             return 0;
     return 1;
-}
-
-/* One neuron: DOT over (b, w[0..nin), x[0..nin)), then RELU if asked. */
-static int64_t make_neuron(arena_t *A, uint32_t *kids, uint32_t nin, int relu)
-{
-    uint32_t dot;
-    int64_t h = make_op(A, PG_OP_DOT, kids, 2 * nin + 1, 0.0, 0, &dot);
-    if (h < 0 || !relu)
-        return h;
-    return drop_temporary(A, dot, make_op(A, PG_OP_RELU, &dot, 1, 0.0, 0, NULL));
-}
-
-static int64_t api_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
-                         int64_t nout, int32_t relu, int64_t *out)
-{
-    arena_t *A = &pg_the_arena;
-    if (nin < 0 || nout < 0 || 2 * nin + 1 > (int64_t)MAX_SLOTS || nin * nout > (int64_t)MAX_SLOTS ||
-        (nout > 0 && (!b || !out)) || (nin > 0 && nout > 0 && (!w || !x)))
-        return PG_ERR_ARG;
-    /* kids: scratch for one neuron (b, w row, x); then the validated slots of
-     * every weight and bias. */
-    size_t row = 2 * (size_t)nin + 1;
-    uint32_t *kids = malloc((row + (size_t)(nin * nout) + (size_t)nout) * sizeof *kids);
-    if (!kids)
-        return PG_ERR_NOMEM;
-    uint32_t *w_slots = kids + row, *b_slots = w_slots + nin * nout;
-    int64_t rc = PG_OK;
-    if (!lookup_all(A, x, nin, kids + 1 + nin) || !lookup_all(A, w, nin * nout, w_slots) ||
-        !lookup_all(A, b, nout, b_slots))
-        rc = PG_ERR_HANDLE;
-    for (int64_t j = 0; j < nout && rc == PG_OK; j++) {
-        kids[0] = b_slots[j];
-        memcpy(kids + 1, w_slots + j * nin, (size_t)nin * sizeof *kids);
-        int64_t h = make_neuron(A, kids, (uint32_t)nin, relu);
-        if (h < 0) {
-            rc = h;
-            for (int64_t made = 0; made < j; made++) { /* undo: all or nothing */
-                uint32_t s;
-                if (lookup(A, out[made], &s))
-                    pg_node_release(A, s);
-            }
-        } else {
-            out[j] = h;
-        }
-    }
-    free(kids);
-    return rc;
 }
 
 static int64_t api_python_node(double data, const int64_t *children, int64_t count)
@@ -517,7 +464,7 @@ static int64_t api_python_node(double data, const int64_t *children, int64_t cou
     if (!kids)
         return PG_ERR_NOMEM;
     int64_t h = PG_ERR_HANDLE;
-    if (lookup_all(A, children, count, kids))
+    if (pg_lookup_all(A, children, count, kids))
         h = pg_node_new(A, PG_OP_PYTHON, data, kids, (uint32_t)count, NULL);
     free(kids);
     return h;
@@ -549,12 +496,6 @@ int64_t pg_tanh(int64_t a) { PG_LOCKED(api_unary(PG_OP_TANH, a)); }
 int64_t pg_exp(int64_t a) { PG_LOCKED(api_unary(PG_OP_EXP, a)); }
 int64_t pg_log(int64_t a) { PG_LOCKED(api_unary(PG_OP_LOG, a)); }
 int64_t pg_sigmoid(int64_t a) { PG_LOCKED(api_unary(PG_OP_SIGMOID, a)); }
-
-int64_t pg_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
-                 int64_t nout, int32_t relu, int64_t *out)
-{
-    PG_LOCKED(api_layer(w, b, x, nin, nout, relu, out));
-}
 
 int64_t pg_python_node(double data, const int64_t *children, int64_t count)
 {

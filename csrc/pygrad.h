@@ -70,6 +70,13 @@ int64_t pg_sigmoid(int64_t a);
  * unless every handle is valid. */
 int64_t pg_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
                  int64_t nout, int32_t relu, int64_t *out);
+/* A whole MLP on one input x[0..sizes[0]): layer l maps sizes[l] inputs to
+ * sizes[l+1] outputs with parameters laid out layer after layer as its weights
+ * (row-major, sizes[l+1] x sizes[l]) then its biases, n_params in all; relu[l]
+ * != 0 for a ReLU layer.  out[0..sizes[n_layers]) receives the last layer's
+ * outputs; inner layers' nodes get no handles (their parents hold them). */
+int64_t pg_mlp(const int64_t *params, int64_t n_params, const int64_t *sizes,
+               const int32_t *relu, int64_t n_layers, const int64_t *x, int64_t *out);
 /* A custom op: value `data`, children[0..count), backward run by the caller. */
 int64_t pg_python_node(double data, const int64_t *children, int64_t count);
 /* Turn an existing node into a custom op (its backward becomes the caller's). */

@@ -3,7 +3,8 @@
     from pygrad import Value        # instead of: from micrograd.engine import Value
 """
 from ._core import NodeLimitError, PygradError, StaleValueError
-from .engine import Value, live_nodes
+from . import nn, optim
+from .engine import Value, live_nodes, no_grad
 
-__all__ = ["Value", "live_nodes", "PygradError", "StaleValueError", "NodeLimitError"]
+__all__ = ["Value", "no_grad", "live_nodes", "nn", "optim", "PygradError", "StaleValueError", "NodeLimitError"]
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@ call into pygrad's C arena.  A Value holds only a handle to its node, so a
 graph is no Python objects at all, and Python's cycle collector has nothing
 to do.
 """
+import contextlib
 import numbers
 import sys
 import threading
@@ -13,7 +14,7 @@ import weakref
 
 from ._core import check, error_for, ffi, lib
 
-__all__ = ["Value", "live_nodes", "release_dead_values"]
+__all__ = ["Value", "no_grad", "live_nodes", "release_dead_values"]
 
 # The C calls on the hot path, bound once.
 _leaf, _add, _mul, _sub, _div = lib.pg_leaf, lib.pg_add, lib.pg_mul, lib.pg_sub, lib.pg_div
@@ -27,7 +28,8 @@ _NEED_PYTHON = lib.PG_NEED_PYTHON
 
 _OP_NAMES = {lib.PG_OP_LEAF: "", lib.PG_OP_ADD: "+", lib.PG_OP_MUL: "*",
              lib.PG_OP_POWV: "**", lib.PG_OP_RELU: "ReLU", lib.PG_OP_TANH: "tanh",
-             lib.PG_OP_EXP: "exp", lib.PG_OP_LOG: "log", lib.PG_OP_SIGMOID: "sigmoid"}
+             lib.PG_OP_EXP: "exp", lib.PG_OP_LOG: "log", lib.PG_OP_SIGMOID: "sigmoid",
+             lib.PG_OP_DOT: "dot"}
 
 
 def _real(x):
@@ -267,6 +269,32 @@ class Value:
 
     def __repr__(self):
         return f"Value(data={self.data}, grad={self.grad})"
+
+    # --- pickle and copy: a Value is saved as its data and grad (a leaf; the
+    # graph that made it is not saved, as with a torch tensor's grad_fn) ------
+
+    def __reduce__(self):
+        return _restore, (type(self), self.data, self.grad), getattr(self, "__dict__", None)
+
+
+def _restore(cls, data, grad):
+    value = cls.__new__(cls)
+    Value.__init__(value, data)
+    value.grad = grad
+    return value
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Ops compute values without recording a graph (each result is a leaf), in
+    this thread, as torch.no_grad(): for inference, e.g. scoring a grid."""
+
+    def __enter__(self):
+        self._previous = getattr(self, "_previous", []) + [lib.pg_set_grad_enabled(0)]
+        return self
+
+    def __exit__(self, *exc):
+        lib.pg_set_grad_enabled(self._previous.pop())
+        return False
 
 
 def _real_operand(k):

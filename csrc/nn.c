@@ -1,0 +1,138 @@
+/* Neural-network kernels: micrograd's Neuron, Layer and MLP forward, each one
+ * call, as DOT nodes (b + w.x summed in micrograd's order) and RELU nodes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+
+/* One neuron over kids = (b, w[0..nin), x[0..nin)): DOT, then RELU if asked. */
+static int64_t make_neuron(arena_t *A, const uint32_t *kids, uint32_t nin, int relu,
+                           uint32_t *slot)
+{
+    uint32_t dot;
+    int64_t h = pg_make_op(A, PG_OP_DOT, kids, 2 * nin + 1, 0.0, 0, &dot);
+    if (h < 0 || !relu) {
+        if (slot)
+            *slot = dot;
+        return h;
+    }
+    return pg_drop_temporary(A, dot, pg_make_op(A, PG_OP_RELU, &dot, 1, 0.0, 0, slot));
+}
+
+static void release_slots(arena_t *A, const uint32_t *slots, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++)
+        pg_node_release(A, slots[i]);
+}
+
+/* out[j] = neuron j over inputs x (all slots validated), each out[j] with one
+ * external reference.  All or nothing: on error, nothing made survives.
+ * `kids` is scratch for 2 * nin + 1 slots. */
+static int64_t build_layer(arena_t *A, const uint32_t *w, const uint32_t *b, const uint32_t *x,
+                           uint32_t nin, uint32_t nout, int relu, uint32_t *kids, uint32_t *out)
+{
+    memcpy(kids + 1 + nin, x, (size_t)nin * sizeof *kids);
+    for (uint32_t j = 0; j < nout; j++) {
+        kids[0] = b[j];
+        memcpy(kids + 1, w + (size_t)j * nin, (size_t)nin * sizeof *kids);
+        int64_t h = make_neuron(A, kids, nin, relu, &out[j]);
+        if (h < 0) {
+            release_slots(A, out, j);
+            return h;
+        }
+    }
+    return PG_OK;
+}
+
+static int size_ok(int64_t n) { return n >= 0 && 2 * n + 1 <= (int64_t)MAX_SLOTS; }
+
+static int64_t api_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
+                         int64_t nout, int32_t relu, int64_t *out)
+{
+    arena_t *A = &pg_the_arena;
+    if (!size_ok(nin) || !size_ok(nout) || !size_ok(nin * nout) ||
+        (nout > 0 && (!b || !out)) || (nin > 0 && (!x || (nout > 0 && !w))))
+        return PG_ERR_ARG;
+    /* One allocation: neuron scratch, then the slots of w, b, x and out. */
+    size_t count = 2 * (size_t)nin + 1 + (size_t)(nin * nout) + 2 * (size_t)nout + (size_t)nin;
+    uint32_t *kids = malloc(count * sizeof *kids);
+    if (!kids)
+        return PG_ERR_NOMEM;
+    uint32_t *w_s = kids + 2 * nin + 1, *b_s = w_s + nin * nout, *x_s = b_s + nout;
+    uint32_t *out_s = x_s + nin;
+    int64_t rc = PG_ERR_HANDLE;
+    if (pg_lookup_all(A, w, nin * nout, w_s) && pg_lookup_all(A, b, nout, b_s) &&
+        pg_lookup_all(A, x, nin, x_s))
+        rc = build_layer(A, w_s, b_s, x_s, (uint32_t)nin, (uint32_t)nout, relu, kids, out_s);
+    for (int64_t j = 0; rc == PG_OK && j < nout; j++)
+        out[j] = handle_of(A, out_s[j]);
+    free(kids);
+    return rc;
+}
+
+/* Check the layer sizes against n_params; returns the widest layer, or < 0. */
+static int64_t check_mlp_shape(const int64_t *sizes, int64_t n_layers, int64_t n_params)
+{
+    int64_t widest = 0, expected = 0;
+    for (int64_t l = 0; l <= n_layers; l++) {
+        if (!size_ok(sizes[l]))
+            return PG_ERR_ARG;
+        widest = sizes[l] > widest ? sizes[l] : widest;
+    }
+    for (int64_t l = 0; l < n_layers; l++) {
+        if (!size_ok(sizes[l] * sizes[l + 1]))
+            return PG_ERR_ARG;
+        expected += sizes[l] * sizes[l + 1] + sizes[l + 1];
+        if (expected > (int64_t)MAX_SLOTS)
+            return PG_ERR_ARG;
+    }
+    return expected == n_params ? widest : PG_ERR_ARG;
+}
+
+static int64_t api_mlp(const int64_t *params, int64_t n_params, const int64_t *sizes,
+                       const int32_t *relu, int64_t n_layers, const int64_t *x, int64_t *out)
+{
+    arena_t *A = &pg_the_arena;
+    if (n_layers < 1 || !sizes || !relu || !out || (n_params > 0 && !params) || !x)
+        return PG_ERR_ARG;
+    int64_t widest = check_mlp_shape(sizes, n_layers, n_params);
+    if (widest < 0)
+        return widest;
+    /* Slots of every parameter, neuron scratch, and two layers of activations. */
+    size_t count = (size_t)n_params + 2 * (size_t)widest + 1 + 2 * (size_t)widest;
+    uint32_t *p_s = malloc(count * sizeof *p_s);
+    if (!p_s)
+        return PG_ERR_NOMEM;
+    uint32_t *kids = p_s + n_params, *in = kids + 2 * widest + 1, *next = in + widest;
+    int64_t rc = PG_ERR_HANDLE;
+    if (pg_lookup_all(A, params, n_params, p_s) && pg_lookup_all(A, x, sizes[0], in))
+        rc = PG_OK;
+    const uint32_t *w = p_s;
+    for (int64_t l = 0; rc == PG_OK && l < n_layers; l++) {
+        uint32_t nin = (uint32_t)sizes[l], nout = (uint32_t)sizes[l + 1];
+        const uint32_t *b = w + (size_t)nin * nout;
+        rc = build_layer(A, w, b, in, nin, nout, relu[l] != 0, kids, next);
+        if (l > 0) /* the inputs were this call's own: now their parents hold them */
+            release_slots(A, in, nin);
+        w = b + nout;
+        uint32_t *swap = in;
+        in = next;
+        next = swap;
+    }
+    for (int64_t j = 0; rc == PG_OK && j < sizes[n_layers]; j++)
+        out[j] = handle_of(A, in[j]);
+    free(p_s);
+    return rc;
+}
+
+int64_t pg_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
+                 int64_t nout, int32_t relu, int64_t *out)
+{
+    PG_LOCKED(api_layer(w, b, x, nin, nout, relu, out));
+}
+
+int64_t pg_mlp(const int64_t *params, int64_t n_params, const int64_t *sizes,
+               const int32_t *relu, int64_t n_layers, const int64_t *x, int64_t *out)
+{
+    PG_LOCKED(api_mlp(params, n_params, sizes, relu, n_layers, x, out));
+}

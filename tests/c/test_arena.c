@@ -1,0 +1,1157 @@
+/* Unit tests for pygrad's C core (csrc/), through its C API (csrc/pygrad.h).
+ *
+ * Self-contained: no test framework.  `make ctest` builds this file with the
+ * core under AddressSanitizer and UBSan, with -DPG_DEBUG (freed slots are
+ * poisoned, reference counts asserted).  Each failing check prints one line,
+ * file:line and the expression; the last line is "N passed, N failed" and the
+ * exit status is non-zero if anything failed.
+ *
+ * Tests run in order in one process and share the one arena, so each test
+ * measures pg_live_nodes() at its start and checks it gets back there.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pygrad.h"
+
+/* Handle layout (csrc/arena.h): slot << GEN_BITS | generation.  Used only to
+ * show that a freed slot is reused. */
+#define GEN_BITS 10
+
+/* --- the checks ------------------------------------------------------------ */
+
+static int passed, failed;
+
+static int check(int ok, const char *file, int line, const char *expr)
+{
+    if (ok)
+        passed++;
+    else {
+        failed++;
+        printf("%s:%d: CHECK failed: %s\n", file, line, expr);
+    }
+    return ok;
+}
+
+/* Integers: on failure, the line also shows both values. */
+static void check_eq(int64_t got, int64_t want, const char *file, int line, const char *expr)
+{
+    if (got == want)
+        passed++;
+    else {
+        failed++;
+        printf("%s:%d: CHECK failed: %s (got %lld, want %lld)\n", file, line, expr,
+               (long long)got, (long long)want);
+    }
+}
+
+/* Doubles, exactly: same value and same sign of zero, or both NaN. */
+static int same(double a, double b)
+{
+    if (isnan(a) || isnan(b))
+        return isnan(a) && isnan(b);
+    return a == b && signbit(a) == signbit(b);
+}
+
+static void check_same(double got, double want, const char *file, int line, const char *expr)
+{
+    if (same(got, want))
+        passed++;
+    else {
+        failed++;
+        printf("%s:%d: CHECK failed: %s (got %.17g, want %.17g)\n", file, line, expr, got, want);
+    }
+}
+
+#define CHECK(expr) check((expr) != 0, __FILE__, __LINE__, #expr)
+#define CHECK_EQ(got, want) check_eq((int64_t)(got), (int64_t)(want), __FILE__, __LINE__, #got " == " #want)
+#define CHECK_SAME(got, want) check_same((got), (want), __FILE__, __LINE__, #got " is " #want)
+
+/* Doubles computed at run time, so that the compiler's constant folding (which
+ * may round differently from libm) never stands in for what the core computes. */
+static double rt(double x)
+{
+    volatile double v = x;
+    return v;
+}
+
+/* The handle of h's i-th child, without keeping the reference child_retain gives. */
+static int64_t child(int64_t h, int64_t i)
+{
+    int64_t c = pg_child_retain(h, i);
+    if (c >= 0)
+        pg_release(c);
+    return c;
+}
+
+static int64_t drained_python_freed(void)
+{
+    int64_t buf[64], n, total = 0;
+    while ((n = pg_take_freed_python(buf, 64)) > 0)
+        total += n;
+    return total;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* --- making nodes ---------------------------------------------------------- */
+
+/* Every op computes its forward value as Python would, and records its op tag,
+ * children, exponent and flags; a leaf starts with grad 0 and one reference. */
+static void test_leaf_and_ops(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t a = pg_leaf(2.0), b = pg_leaf(-3.0);
+    CHECK(a >= 0 && b >= 0 && a != b);
+    CHECK_EQ(pg_live_nodes(), live0 + 2);
+    CHECK_SAME(pg_data(a), 2.0);
+    CHECK_SAME(pg_grad(a), 0.0);
+    CHECK_EQ(pg_op(a), PG_OP_LEAF);
+    CHECK_EQ(pg_child_count(a), 0);
+    CHECK_EQ(pg_external_refs(a), 1);
+    CHECK_EQ(pg_parent_refs(a), 0);
+    CHECK_EQ(pg_valid(a), 1);
+
+    int64_t s = pg_add(a, b);
+    CHECK_SAME(pg_data(s), -1.0);
+    CHECK_EQ(pg_op(s), PG_OP_ADD);
+    CHECK_EQ(pg_child_count(s), 2);
+    CHECK_EQ(child(s, 0), a);
+    CHECK_EQ(child(s, 1), b);
+    CHECK_EQ(pg_parent_refs(a), 1);
+
+    int64_t m = pg_mul(a, b);
+    CHECK_SAME(pg_data(m), -6.0);
+    CHECK_EQ(pg_op(m), PG_OP_MUL);
+
+    int64_t p3 = pg_pow_const(a, 3.0, PG_FLAG_INT_EXPONENT);
+    CHECK_SAME(pg_data(p3), 8.0);
+    CHECK_EQ(pg_op(p3), PG_OP_POW);
+    CHECK_EQ(pg_child_count(p3), 1);
+    CHECK_EQ(child(p3, 0), a);
+    CHECK_SAME(pg_exponent(p3), 3.0);
+    CHECK_EQ(pg_flags(p3), PG_FLAG_INT_EXPONENT);
+    int64_t ph = pg_pow_const(a, 0.5, 0);
+    CHECK_SAME(pg_data(ph), pow(rt(2.0), rt(0.5)));
+    CHECK_EQ(pg_flags(ph), 0);
+    CHECK_EQ(pg_pow_const(a, 2.0, 2), PG_ERR_ARG); /* unknown flag */
+
+    int64_t pv = pg_pow(a, b); /* 2 ** -3, b a Value */
+    CHECK_SAME(pg_data(pv), 0.125);
+    CHECK_EQ(pg_op(pv), PG_OP_POWV);
+    CHECK_EQ(child(pv, 1), b);
+
+    int64_t r_pos = pg_relu(a), r_neg = pg_relu(b);
+    int64_t mz = pg_leaf(-0.0), r_mz = pg_relu(mz);
+    CHECK_SAME(pg_data(r_pos), 2.0);
+    CHECK_SAME(pg_data(r_neg), 0.0);
+    CHECK_SAME(pg_data(r_mz), -0.0); /* -0.0 < 0 is false: micrograd keeps -0.0 */
+    CHECK_EQ(pg_op(r_pos), PG_OP_RELU);
+
+    int64_t t = pg_tanh(a), e = pg_exp(a), l = pg_log(a);
+    int64_t sg = pg_sigmoid(a), sgn = pg_sigmoid(b);
+    CHECK_SAME(pg_data(t), tanh(rt(2.0)));
+    CHECK_SAME(pg_data(e), exp(rt(2.0)));
+    CHECK_SAME(pg_data(l), log(rt(2.0)));
+    CHECK(fabs(pg_data(sg) - 1.0 / (1.0 + exp(rt(-2.0)))) <= 1e-16);
+    CHECK(fabs(pg_data(sgn) - 1.0 / (1.0 + exp(rt(3.0)))) <= 1e-16);
+    CHECK_EQ(pg_op(t), PG_OP_TANH);
+    CHECK_EQ(pg_op(e), PG_OP_EXP);
+    CHECK_EQ(pg_op(l), PG_OP_LOG);
+    CHECK_EQ(pg_op(sg), PG_OP_SIGMOID);
+
+    /* a + 5 and a * 5 wrap 5 in a leaf, as the right operand. */
+    int64_t ac = pg_add_const(a, 5.0), mc = pg_mul_const(a, 5.0);
+    CHECK_SAME(pg_data(ac), 7.0);
+    CHECK_SAME(pg_data(mc), 10.0);
+    CHECK_EQ(pg_op(ac), PG_OP_ADD);
+    CHECK_EQ(pg_op(mc), PG_OP_MUL);
+    CHECK_EQ(child(ac, 0), a);
+    CHECK_EQ(pg_op(child(ac, 1)), PG_OP_LEAF);
+    CHECK_SAME(pg_data(child(mc, 1)), 5.0);
+
+    /* 10 - a == (a * -1) + Value(10) */
+    int64_t rs = pg_rsub_const(a, 10.0);
+    CHECK_SAME(pg_data(rs), 8.0);
+    CHECK_EQ(pg_op(rs), PG_OP_ADD);
+    int64_t neg = child(rs, 0);
+    CHECK_EQ(pg_op(neg), PG_OP_MUL);
+    CHECK_EQ(child(neg, 0), a);
+    CHECK_SAME(pg_data(child(neg, 1)), -1.0);
+    CHECK_SAME(pg_data(child(rs, 1)), 10.0);
+
+    /* 1 / a == (a ** -1) * Value(1) */
+    int64_t rd = pg_rdiv_const(a, 1.0);
+    CHECK_SAME(pg_data(rd), 0.5);
+    CHECK_EQ(pg_op(rd), PG_OP_MUL);
+    int64_t inv = child(rd, 0);
+    CHECK_EQ(pg_op(inv), PG_OP_POW);
+    CHECK_SAME(pg_exponent(inv), -1.0);
+    CHECK_EQ(child(inv, 0), a);
+    CHECK_SAME(pg_data(child(rd, 1)), 1.0);
+
+    /* Value(2) ** b */
+    int64_t rp = pg_rpow_const(b, 2.0);
+    CHECK_SAME(pg_data(rp), 0.125);
+    CHECK_EQ(pg_op(rp), PG_OP_POWV);
+    CHECK_SAME(pg_data(child(rp, 0)), 2.0);
+    CHECK_EQ(child(rp, 1), b);
+
+    int64_t all[] = {a, b, s, m, p3, ph, pv, r_pos, r_neg, mz, r_mz, t, e, l, sg, sgn,
+                     ac, mc, rs, rd, rp};
+    CHECK_EQ(pg_release_many(all, (int64_t)(sizeof all / sizeof *all)), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* pg_sub and pg_div build micrograd's graphs: a + (b * -1) and a * b**-1, with
+ * micrograd's values (a * pow(b, -1), not a / b) and gradients. */
+static void test_composite_ops(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t a = pg_leaf(7.0), b = pg_leaf(3.0);
+
+    int64_t d = pg_sub(a, b);
+    CHECK_SAME(pg_data(d), 4.0);
+    CHECK_EQ(pg_live_nodes(), live0 + 5); /* a, b, leaf -1, b * -1, sum */
+    CHECK_EQ(pg_op(d), PG_OP_ADD);
+    CHECK_EQ(pg_child_count(d), 2);
+    CHECK_EQ(child(d, 0), a);
+    int64_t nb = child(d, 1);
+    CHECK_EQ(pg_op(nb), PG_OP_MUL);
+    CHECK_EQ(pg_child_count(nb), 2);
+    CHECK_EQ(child(nb, 0), b);
+    CHECK_EQ(pg_op(child(nb, 1)), PG_OP_LEAF);
+    CHECK_SAME(pg_data(child(nb, 1)), -1.0);
+    CHECK_EQ(pg_external_refs(nb), 0); /* the temporary is held by its parent only */
+    CHECK_EQ(pg_parent_refs(nb), 1);
+    CHECK_EQ(pg_backward(d), PG_OK);
+    CHECK_SAME(pg_grad(a), 1.0);
+    CHECK_SAME(pg_grad(b), -1.0);
+    CHECK_EQ(pg_release(d), PG_OK);
+    CHECK_EQ(pg_live_nodes(), live0 + 2);
+    pg_set_grad(a, 0.0);
+    pg_set_grad(b, 0.0);
+
+    int64_t q = pg_div(a, b);
+    double inv_b = pow(rt(3.0), rt(-1.0));
+    CHECK_SAME(pg_data(q), 7.0 * inv_b);
+    CHECK_EQ(pg_op(q), PG_OP_MUL);
+    CHECK_EQ(child(q, 0), a);
+    int64_t ib = child(q, 1);
+    CHECK_EQ(pg_op(ib), PG_OP_POW);
+    CHECK_SAME(pg_exponent(ib), -1.0);
+    CHECK_EQ(pg_flags(ib), PG_FLAG_INT_EXPONENT);
+    CHECK_EQ(child(ib, 0), b);
+    CHECK_SAME(pg_data(ib), inv_b);
+    CHECK_EQ(pg_backward(q), PG_OK);
+    CHECK_SAME(pg_grad(a), inv_b);
+    /* micrograd: b.grad += (-1 * b**-2) * (a.data * q.grad) */
+    CHECK_SAME(pg_grad(b), (-1.0 * pow(rt(3.0), rt(-2.0))) * 7.0);
+
+    int64_t all[] = {q, a, b};
+    CHECK_EQ(pg_release_many(all, 3), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* Python float semantics: the errors micrograd raises become error codes (and
+ * no node is made), and the special values Python returns come back as values. */
+static void test_python_float_semantics(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t zero = pg_leaf(0.0), mzero = pg_leaf(-0.0), m8 = pg_leaf(-8.0), ten = pg_leaf(10.0);
+    int64_t thousand = pg_leaf(1000.0), m1 = pg_leaf(-1.0), one = pg_leaf(1.0);
+    int64_t inf = pg_leaf(INFINITY), minf = pg_leaf(-INFINITY), nan_ = pg_leaf(NAN);
+    int64_t live1 = pg_live_nodes();
+
+    CHECK_EQ(pg_pow_const(zero, -1.0, PG_FLAG_INT_EXPONENT), PG_ERR_ZERODIV);
+    CHECK_EQ(pg_pow(zero, m1), PG_ERR_ZERODIV);
+    CHECK_EQ(pg_div(one, zero), PG_ERR_ZERODIV);
+    CHECK_EQ(pg_rdiv_const(zero, 1.0), PG_ERR_ZERODIV);
+    CHECK_EQ(pg_pow_const(m8, 1.0 / 3.0, 0), PG_ERR_COMPLEX);
+    CHECK_EQ(pg_rpow_const(pg_leaf(0.5), -2.0), PG_ERR_COMPLEX); /* (-2.0) ** 0.5 */
+    CHECK_EQ(pg_live_nodes(), live1 + 1);                        /* only the leaf 0.5 */
+    CHECK_EQ(pg_pow_const(ten, 400.0, PG_FLAG_INT_EXPONENT), PG_ERR_OVERFLOW);
+    CHECK_EQ(pg_exp(thousand), PG_ERR_RANGE);
+    CHECK_EQ(pg_log(zero), PG_ERR_DOMAIN);
+    CHECK_EQ(pg_log(m1), PG_ERR_DOMAIN);
+    CHECK_EQ(pg_log(minf), PG_ERR_DOMAIN);
+    CHECK_EQ(pg_live_nodes(), live1 + 1); /* failed ops made nothing */
+
+    /* Special values that are not errors in Python. */
+    int64_t made[16];
+    int n = 0;
+#define VALUE_OF(expr) (made[n++] = (expr), pg_data(made[n - 1]))
+    CHECK_SAME(VALUE_OF(pg_exp(inf)), INFINITY);
+    CHECK_SAME(VALUE_OF(pg_exp(minf)), 0.0);
+    CHECK(isnan(VALUE_OF(pg_log(nan_))));
+    CHECK_SAME(VALUE_OF(pg_log(inf)), INFINITY);
+    CHECK_SAME(VALUE_OF(pg_pow_const(m8, 3.0, 0)), -512.0);
+    CHECK_SAME(VALUE_OF(pg_pow_const(zero, 0.0, 0)), 1.0);
+    CHECK_SAME(VALUE_OF(pg_pow_const(nan_, 0.0, 0)), 1.0);
+    CHECK_SAME(VALUE_OF(pg_pow_const(one, NAN, 0)), 1.0);
+    CHECK_SAME(VALUE_OF(pg_pow_const(mzero, 3.0, 0)), -0.0);
+    CHECK_SAME(VALUE_OF(pg_pow_const(minf, -1.0, 0)), -0.0);
+    CHECK_SAME(VALUE_OF(pg_pow_const(ten, -400.0, 0)), 0.0); /* underflow is no error */
+    CHECK_SAME(VALUE_OF(pg_pow_const(m1, INFINITY, 0)), 1.0);
+    CHECK_SAME(VALUE_OF(pg_sigmoid(minf)), 0.0);
+#undef VALUE_OF
+    for (int i = 0; i < n; i++)
+        CHECK(made[i] >= 0);
+    CHECK_EQ(pg_release_many(made, n), 0);
+
+    /* Backward of x**0.5 at 0: micrograd computes 0.5 * 0.0**-0.5 and raises. */
+    int64_t r = pg_pow_const(zero, 0.5, 0);
+    CHECK_SAME(pg_data(r), 0.0);
+    CHECK_EQ(pg_backward(r), PG_ERR_ZERODIV);
+    CHECK_EQ(pg_release(r), PG_OK);
+    /* x**2 at 0 is fine: 2 * 0.0**1 == 0. */
+    int64_t sq = pg_pow_const(zero, 2.0, PG_FLAG_INT_EXPONENT);
+    CHECK_EQ(pg_backward(sq), PG_OK);
+    CHECK_SAME(pg_grad(zero), 0.0);
+    CHECK_EQ(pg_release(sq), PG_OK);
+
+    int64_t leaves[] = {zero, mzero, m8, ten, thousand, m1, one, inf, minf, nan_};
+    CHECK_EQ(pg_release_many(leaves, 10), 0);
+    /* The leaf 0.5 above was never released: its handle was lost. */
+    CHECK_EQ(pg_live_nodes(), live0 + 1);
+}
+
+/* --- backward -------------------------------------------------------------- */
+
+/* The root's grad is set to 1 (not accumulated); every other node accumulates,
+ * so a second backward adds again exactly as micrograd's does. */
+static void test_backward_accumulates(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t a = pg_leaf(2.0), b = pg_leaf(3.0), c = pg_leaf(4.0);
+    int64_t ab = pg_mul(a, b), L = pg_mul(ab, c);
+    CHECK_EQ(pg_backward(L), PG_OK);
+    CHECK_SAME(pg_grad(L), 1.0);
+    CHECK_SAME(pg_grad(ab), 4.0);
+    CHECK_SAME(pg_grad(a), 12.0);
+    CHECK_SAME(pg_grad(b), 8.0);
+    CHECK_SAME(pg_grad(c), 6.0);
+    CHECK_EQ(pg_set_grad(L, 5.0), PG_OK); /* overwritten by the next backward */
+    CHECK_EQ(pg_backward(L), PG_OK);
+    CHECK_SAME(pg_grad(L), 1.0);
+    CHECK_SAME(pg_grad(ab), 8.0);
+    CHECK_SAME(pg_grad(a), 3.0 * 3.0 * 4.0); /* 3 * b * c */
+    CHECK_SAME(pg_grad(b), 3.0 * 2.0 * 4.0);
+    CHECK_SAME(pg_grad(c), 2.0 * 6.0);
+
+    /* micrograd's _backward: one node's local step, from its current grad. */
+    CHECK_EQ(pg_set_grad(ab, 1.0), PG_OK);
+    CHECK_EQ(pg_set_grad(a, 0.0), PG_OK);
+    CHECK_EQ(pg_node_backward(ab), PG_OK);
+    CHECK_SAME(pg_grad(a), 3.0);
+    CHECK_EQ(pg_node_backward(a), PG_OK); /* a leaf's step does nothing */
+    CHECK_SAME(pg_grad(a), 3.0);
+
+    /* Backward reads the current data, as micrograd's closures do. */
+    pg_set_grad(a, 0.0);
+    pg_set_grad(b, 0.0);
+    CHECK_EQ(pg_set_data(b, 10.0), PG_OK);
+    CHECK_SAME(pg_data(b), 10.0);
+    CHECK_SAME(pg_data(ab), 6.0); /* setting data recomputes nothing */
+    CHECK_EQ(pg_backward(ab), PG_OK);
+    CHECK_SAME(pg_grad(a), 10.0);
+    CHECK_SAME(pg_grad(b), 2.0);
+
+    int64_t all[] = {a, b, c, ab, L};
+    CHECK_EQ(pg_release_many(all, 5), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* Shared subexpressions: a node reached twice gets both contributions, and
+ * every node's step runs once, after all its parents'. */
+static void test_backward_shared(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t x = pg_leaf(3.0);
+    int64_t xx = pg_mul(x, x);
+    CHECK_EQ(pg_backward(xx), PG_OK);
+    CHECK_SAME(pg_grad(x), 6.0);
+    pg_set_grad(x, 0.0);
+    int64_t x2 = pg_add(x, x);
+    CHECK_EQ(pg_backward(x2), PG_OK);
+    CHECK_SAME(pg_grad(x), 2.0);
+
+    /* Diamond: d = (a + 1) * (a * 3), dd/da = 3a + 3(a + 1) = 15 at a = 2. */
+    int64_t a = pg_leaf(2.0);
+    int64_t b = pg_add_const(a, 1.0), c = pg_mul_const(a, 3.0), d = pg_mul(b, c);
+    CHECK_SAME(pg_data(d), 18.0);
+    CHECK_EQ(pg_backward(d), PG_OK);
+    CHECK_SAME(pg_grad(a), 15.0);
+    CHECK_SAME(pg_grad(b), 6.0);
+    CHECK_SAME(pg_grad(c), 3.0);
+
+    /* A stacked diamond: e = d + d*b reaches a through four paths. */
+    pg_set_grad(a, 0.0);
+    pg_set_grad(b, 0.0);
+    pg_set_grad(c, 0.0);
+    pg_set_grad(d, 0.0);
+    int64_t db = pg_mul(d, b), e = pg_add(d, db);
+    /* e = d(1 + b);  de/dd = 1 + b = 4;  de/db = d + (1+b)*c = 18 + 4*6 = 42;
+     * de/dc = (1+b)*b = 12;  de/da = 42 + 12*3 = 78. */
+    CHECK_EQ(pg_backward(e), PG_OK);
+    CHECK_SAME(pg_grad(d), 4.0);
+    CHECK_SAME(pg_grad(b), 42.0);
+    CHECK_SAME(pg_grad(c), 12.0);
+    CHECK_SAME(pg_grad(a), 78.0);
+
+    int64_t all[] = {x, xx, x2, a, b, c, d, db, e};
+    CHECK_EQ(pg_release_many(all, 9), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* Each op's local derivative is micrograd's formula (or the textbook one for
+ * the ops micrograd lacks), evaluated on the node's values. */
+static void test_op_gradients(void)
+{
+    int64_t live0 = pg_live_nodes();
+    double xv = rt(0.7);
+    int64_t x = pg_leaf(xv), y = pg_leaf(-1.3);
+    struct {
+        int64_t node, leaf;
+        double want;
+    } cases[10];
+    int n = 0;
+    int64_t h;
+
+    h = pg_tanh(x);
+    cases[n].node = h, cases[n].leaf = x, cases[n++].want = 1.0 - pg_data(h) * pg_data(h);
+    h = pg_exp(x);
+    cases[n].node = h, cases[n].leaf = x, cases[n++].want = pg_data(h);
+    h = pg_log(x);
+    cases[n].node = h, cases[n].leaf = x, cases[n++].want = 1.0 / xv;
+    h = pg_sigmoid(x);
+    cases[n].node = h, cases[n].leaf = x, cases[n++].want = pg_data(h) * (1.0 - pg_data(h));
+    h = pg_relu(x);
+    cases[n].node = h, cases[n].leaf = x, cases[n++].want = 1.0;
+    h = pg_relu(y);
+    cases[n].node = h, cases[n].leaf = y, cases[n++].want = 0.0;
+    h = pg_pow_const(x, 3.0, PG_FLAG_INT_EXPONENT);
+    cases[n].node = h, cases[n].leaf = x, cases[n++].want = 3.0 * pow(xv, 2.0);
+    h = pg_pow_const(x, -0.5, 0);
+    cases[n].node = h, cases[n].leaf = x, cases[n++].want = -0.5 * pow(xv, -1.5);
+    for (int i = 0; i < n; i++) {
+        pg_set_grad(cases[i].leaf, 0.0);
+        CHECK_EQ(pg_backward(cases[i].node), PG_OK);
+        CHECK_SAME(pg_grad(cases[i].leaf), cases[i].want);
+        CHECK_EQ(pg_release(cases[i].node), PG_OK);
+    }
+
+    /* a ** b with b a Value: d/da = b * a**(b-1), d/db = out * log(a). */
+    int64_t a = pg_leaf(2.5), b = pg_leaf(1.5);
+    int64_t p = pg_pow(a, b);
+    CHECK_EQ(pg_backward(p), PG_OK);
+    CHECK_SAME(pg_grad(a), 1.5 * pow(rt(2.5), rt(0.5)));
+    CHECK_SAME(pg_grad(b), pg_data(p) * log(rt(2.5)));
+
+    int64_t all[] = {x, y, a, b, p};
+    CHECK_EQ(pg_release_many(all, 5), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* --- references ------------------------------------------------------------- */
+
+/* Releasing frees exactly what nothing refers to any more: a child outlives its
+ * own handle while a parent holds it, and goes with the parent. */
+static void test_refcounting(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t a = pg_leaf(1.0), b = pg_leaf(2.0), s = pg_add(a, b);
+    CHECK_EQ(pg_live_nodes(), live0 + 3);
+    CHECK_EQ(pg_parent_refs(a), 1);
+
+    CHECK_EQ(pg_release(a), PG_OK);
+    CHECK_EQ(pg_valid(a), 1); /* s still holds it */
+    CHECK_EQ(pg_external_refs(a), 0);
+    CHECK_SAME(pg_data(a), 1.0);
+    CHECK_EQ(pg_live_nodes(), live0 + 3);
+
+    /* A second release was not owed: refused, and a stays alive for s. */
+    CHECK_EQ(pg_release(a), PG_ERR_HANDLE);
+    CHECK_EQ(pg_valid(a), 1);
+    CHECK_EQ(pg_backward(s), PG_OK);
+    CHECK_SAME(pg_grad(a), 1.0);
+
+    CHECK_EQ(pg_release(s), PG_OK); /* frees s, then a; b has its handle */
+    CHECK_EQ(pg_valid(s), 0);
+    CHECK_EQ(pg_valid(a), 0);
+    CHECK_EQ(pg_valid(b), 1);
+    CHECK_EQ(pg_parent_refs(b), 0);
+    CHECK_EQ(pg_live_nodes(), live0 + 1);
+
+    /* pg_retain / pg_release pairs. */
+    CHECK_EQ(pg_retain(b), PG_OK);
+    CHECK_EQ(pg_retain(b), PG_OK);
+    CHECK_EQ(pg_external_refs(b), 3);
+    CHECK_EQ(pg_release(b), PG_OK);
+    CHECK_EQ(pg_release(b), PG_OK);
+    CHECK_EQ(pg_valid(b), 1);
+    CHECK_EQ(pg_release(b), PG_OK);
+    CHECK_EQ(pg_valid(b), 0);
+    CHECK_EQ(pg_release(b), PG_ERR_HANDLE);
+    CHECK_EQ(pg_live_nodes(), live0);
+
+    /* A node alive only through its parent can be taken back with child_retain. */
+    int64_t c = pg_leaf(3.0), t = pg_tanh(c);
+    pg_release(c);
+    int64_t c2 = pg_child_retain(t, 0);
+    CHECK_EQ(c2, c);
+    CHECK_EQ(pg_external_refs(c), 1);
+    CHECK_EQ(pg_child_retain(t, 1), PG_ERR_ARG);
+    CHECK_EQ(pg_child_retain(t, -1), PG_ERR_ARG);
+    CHECK_EQ(pg_release(t), PG_OK);
+    CHECK_EQ(pg_valid(c), 1); /* our new reference keeps it */
+    CHECK_EQ(pg_release(c2), PG_OK);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* A freed slot is reused, under a new generation: the old handle stays dead
+ * even though its slot holds a live node again. */
+static void test_slot_reuse(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t x = pg_leaf(1.0);
+    CHECK_EQ(pg_release(x), PG_OK);
+    int64_t y = pg_leaf(2.0);
+    CHECK_EQ(y >> GEN_BITS, x >> GEN_BITS); /* the same slot */
+    CHECK(y != x);
+    CHECK_EQ(pg_valid(x), 0);
+    CHECK_EQ(pg_valid(y), 1);
+    CHECK(isnan(pg_data(x)));
+    CHECK_EQ(pg_release(x), PG_ERR_HANDLE);
+    CHECK_EQ(pg_valid(y), 1);
+
+    /* Churning through 10,000 short-lived nodes reuses a handful of slots. */
+    int64_t highest = 0;
+    for (int i = 0; i < 10000; i++) {
+        int64_t u = pg_leaf(i), v = pg_mul(u, y);
+        highest = v > highest ? v : highest;
+        pg_release(u);
+        pg_release(v);
+    }
+    CHECK((highest >> GEN_BITS) <= (y >> GEN_BITS) + 100);
+    CHECK_EQ(pg_release(y), PG_OK);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* Every entry point given handle h (bad) rejects it and makes nothing; `ok` is
+ * a live node used as the other operand. */
+static void check_rejected(int64_t h, int64_t ok, const char *what)
+{
+    int failed0 = failed;
+    int64_t live0 = pg_live_nodes();
+    CHECK_EQ(pg_add(h, ok), PG_ERR_HANDLE);
+    CHECK_EQ(pg_add(ok, h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_mul(h, ok), PG_ERR_HANDLE);
+    CHECK_EQ(pg_mul(ok, h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_pow(h, ok), PG_ERR_HANDLE);
+    CHECK_EQ(pg_pow(ok, h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_sub(h, ok), PG_ERR_HANDLE);
+    CHECK_EQ(pg_sub(ok, h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_div(h, ok), PG_ERR_HANDLE);
+    CHECK_EQ(pg_div(ok, h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_add_const(h, 1.0), PG_ERR_HANDLE);
+    CHECK_EQ(pg_mul_const(h, 1.0), PG_ERR_HANDLE);
+    CHECK_EQ(pg_rsub_const(h, 1.0), PG_ERR_HANDLE);
+    CHECK_EQ(pg_rdiv_const(h, 1.0), PG_ERR_HANDLE);
+    CHECK_EQ(pg_pow_const(h, 2.0, 0), PG_ERR_HANDLE);
+    CHECK_EQ(pg_rpow_const(h, 2.0), PG_ERR_HANDLE);
+    CHECK_EQ(pg_relu(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_tanh(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_exp(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_log(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_sigmoid(h), PG_ERR_HANDLE);
+    int64_t kids[3] = {ok, h, ok};
+    CHECK_EQ(pg_python_node(1.0, kids, 2), PG_ERR_HANDLE);
+    CHECK_EQ(pg_python_node(1.0, kids, 3), PG_ERR_HANDLE);
+    CHECK_EQ(pg_make_python(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_retain(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_release(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_release_many(&h, 1), 1);
+    CHECK(isnan(pg_data(h)));
+    CHECK(isnan(pg_grad(h)));
+    CHECK(isnan(pg_exponent(h)));
+    CHECK_EQ(pg_set_data(h, 1.0), PG_ERR_HANDLE);
+    CHECK_EQ(pg_set_grad(h, 1.0), PG_ERR_HANDLE);
+    CHECK_EQ(pg_valid(h), 0);
+    CHECK_EQ(pg_op(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_flags(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_child_count(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_child_retain(h, 0), PG_ERR_HANDLE);
+    CHECK_EQ(pg_parent_refs(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_external_refs(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_backward(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_node_backward(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_tape_record(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_live_nodes(), live0);
+    CHECK_EQ(pg_external_refs(ok), 1);
+    CHECK_EQ(pg_parent_refs(ok), 0);
+    if (failed != failed0)
+        printf("  (the failures above are for the %s handle %lld)\n", what, (long long)h);
+}
+
+/* Stale (freed), negative and out-of-range handles are rejected everywhere. */
+static void test_bad_handles(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t ok = pg_leaf(2.0);
+
+    int64_t stale = pg_leaf(1.0);
+    pg_release(stale);
+    check_rejected(stale, ok, "freed");
+    /* Stale although its slot is live again. */
+    int64_t reused = pg_leaf(3.0);
+    CHECK_EQ(reused >> GEN_BITS, stale >> GEN_BITS);
+    check_rejected(stale, ok, "stale, slot reused");
+    CHECK_EQ(pg_release(reused), PG_OK);
+
+    /* A stale child of a freed parent. */
+    int64_t k = pg_leaf(4.0), parent = pg_exp(k);
+    pg_release(k);
+    pg_release(parent);
+    check_rejected(k, ok, "freed child");
+
+    check_rejected(-1, ok, "negative");
+    check_rejected(INT64_MIN, ok, "INT64_MIN");
+    check_rejected(INT64_MAX, ok, "INT64_MAX");
+    check_rejected((int64_t)1 << 42, ok, "2^42");
+    check_rejected(((int64_t)1 << 42) | ok, ok, "2^42 + live");
+    check_rejected((int64_t)1 << 40, ok, "never-used slot");
+    check_rejected(ok + 1, ok, "wrong generation");
+
+    CHECK_EQ(pg_release(ok), PG_OK);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* pg_release_many releases what it can and counts what it refused. */
+static void test_release_many(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t a = pg_leaf(1.0), b = pg_leaf(2.0), c = pg_leaf(3.0);
+    int64_t gone = pg_leaf(4.0);
+    pg_release(gone);
+    pg_retain(c);
+    /* a twice (owed once), b, c twice (owed twice), two bad handles */
+    int64_t hs[] = {a, gone, b, a, c, -7, c};
+    CHECK_EQ(pg_release_many(hs, 7), 3);
+    CHECK_EQ(pg_valid(a), 0);
+    CHECK_EQ(pg_valid(b), 0);
+    CHECK_EQ(pg_valid(c), 0);
+    CHECK_EQ(pg_release_many(NULL, 0), 0);
+    CHECK_EQ(pg_release_many(NULL, 1), PG_ERR_ARG);
+    CHECK_EQ(pg_release_many(hs, -1), PG_ERR_ARG);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* --- growth and depth ------------------------------------------------------- */
+
+/* 300,000 nodes: the arena's arrays are reallocated many times, and handles
+ * taken before any growth still read their own data. */
+static void test_growth(void)
+{
+    enum { N = 300000 };
+    int64_t live0 = pg_live_nodes();
+    int64_t *h = malloc(N * sizeof *h);
+    int bad_handle = 0, bad_data = 0;
+    for (int i = 0; i < N; i++) {
+        h[i] = i % 2 ? pg_mul_const(h[i - 1], 2.0) : pg_leaf(i);
+        /* mul_const makes two nodes: about 450,000 in all */
+        bad_handle += h[i] < 0;
+    }
+    CHECK_EQ(bad_handle, 0);
+    CHECK_EQ(pg_live_nodes(), live0 + N + N / 2);
+    for (int i = 0; i < N; i++)
+        bad_data += !same(pg_data(h[i]), i % 2 ? 2.0 * (i - 1) : (double)i);
+    CHECK_EQ(bad_data, 0);
+    CHECK_SAME(pg_data(h[0]), 0.0);
+    CHECK_SAME(pg_data(h[3]), 4.0);
+    CHECK_SAME(pg_data(h[N - 1]), 2.0 * (N - 2));
+    CHECK_EQ(pg_backward(h[1]), PG_OK); /* an early node, after all the growth */
+    CHECK_SAME(pg_grad(h[0]), 2.0);
+    CHECK_EQ(pg_release_many(h, N), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+    free(h);
+}
+
+/* A chain n deep, x = x * c: built, backpropagated and freed without recursion
+ * (ASan's stack would overflow otherwise).  Gradients are exact: each step of
+ * the expected values rounds exactly as the core's backward does. */
+static void test_deep_mul_chain(void)
+{
+    enum { N = 1000000 };
+    int64_t live0 = pg_live_nodes();
+    const double cv = rt(1.0000001);
+    int64_t c = pg_leaf(cv), x0 = pg_leaf(1.0), x = x0;
+    double *vals = malloc((N + 1) * sizeof *vals); /* vals[i] = data of x_i */
+    vals[0] = 1.0;
+    int bad = 0;
+    for (int i = 1; i <= N; i++) {
+        int64_t next = pg_mul(x, c);
+        bad += next < 0;
+        if (x != x0)
+            pg_release(x);
+        x = next;
+        vals[i] = vals[i - 1] * cv;
+    }
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(pg_live_nodes(), live0 + N + 2);
+    CHECK_SAME(pg_data(x), vals[N]);
+    CHECK_EQ(pg_parent_refs(c), N);
+
+    CHECK_EQ(pg_backward(x), PG_OK);
+    /* Sweep from the root: x_i.grad = c * x_{i+1}.grad, c.grad += x_i * x_{i+1}.grad */
+    double g = 1.0, gc = 0.0;
+    for (int i = N; i >= 1; i--) {
+        gc += vals[i - 1] * g;
+        g = cv * g;
+    }
+    CHECK_SAME(pg_grad(x0), g);
+    CHECK_SAME(pg_grad(c), gc);
+
+    CHECK_EQ(pg_release(x), PG_OK); /* frees the whole chain, iteratively */
+    CHECK_EQ(pg_live_nodes(), live0 + 2);
+    CHECK_EQ(pg_parent_refs(c), 0);
+    CHECK_EQ(pg_parent_refs(x0), 0);
+    pg_release(c);
+    pg_release(x0);
+    CHECK_EQ(pg_live_nodes(), live0);
+    free(vals);
+}
+
+/* x = x + one, n deep; with a tape, released by freeing the tape. */
+static void deep_add_chain(int64_t n, int through_tape)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t one = pg_leaf(1.0), x0 = pg_leaf(1.0), x = x0;
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t next = pg_add(x, one);
+        bad += next < 0;
+        if (x != x0)
+            pg_release(x);
+        x = next;
+    }
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(pg_live_nodes(), live0 + n + 2);
+    CHECK_SAME(pg_data(x), 1.0 + (double)n);
+    if (!through_tape) {
+        CHECK_EQ(pg_backward(x), PG_OK);
+        CHECK_SAME(pg_grad(x0), 1.0);
+        CHECK_SAME(pg_grad(one), (double)n);
+        CHECK_EQ(pg_release(x), PG_OK);
+    } else {
+        int64_t t = pg_tape_record(x);
+        CHECK(t >= 0);
+        CHECK_EQ(pg_tape_length(t), n + 2);
+        CHECK_EQ(pg_tape_node(t, n + 1), x);
+        CHECK_EQ(pg_release(x), PG_OK);
+        CHECK_EQ(pg_live_nodes(), live0 + n + 2); /* the tape holds them */
+        CHECK_EQ(pg_tape_backward(t, n + 2), 0);
+        CHECK_SAME(pg_grad(x0), 1.0);
+        CHECK_SAME(pg_grad(one), (double)n);
+        CHECK_EQ(pg_tape_free(t), PG_OK); /* frees the chain, iteratively */
+    }
+    CHECK_EQ(pg_live_nodes(), live0 + 2);
+    pg_release(one);
+    pg_release(x0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+static void test_deep_add_chain_tape(void) { deep_add_chain(1000000, 1); }
+
+/* DESIGN.md: "a 10,000,000-deep chain must work".  About 4 s under ASan here. */
+static void test_deep_chain_10m(void) { deep_add_chain(10000000, 0); }
+
+/* --- tapes ------------------------------------------------------------------ */
+
+/* A tape is a topological order holding a reference to each node: it keeps the
+ * graph alive after the caller's handles go, and its id goes stale when freed. */
+static void test_tapes(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t a = pg_leaf(2.0), b = pg_leaf(3.0);
+    int64_t ab = pg_mul(a, b), L = pg_add(ab, a); /* L = a*b + a */
+    int64_t t = pg_tape_record(L);
+    CHECK(t >= 0);
+    CHECK_EQ(pg_tape_length(t), 4);
+    /* children before parents, the root last: a, b, a*b, L */
+    CHECK_EQ(pg_tape_node(t, 0), a);
+    CHECK_EQ(pg_tape_node(t, 1), b);
+    CHECK_EQ(pg_tape_node(t, 2), ab);
+    CHECK_EQ(pg_tape_node(t, 3), L);
+    CHECK_EQ(pg_tape_node(t, 4), PG_ERR_ARG);
+    CHECK_EQ(pg_tape_node(t, -1), PG_ERR_ARG);
+    CHECK_EQ(pg_parent_refs(a), 3); /* a*b, L and the tape */
+    CHECK_EQ(pg_parent_refs(L), 1);
+
+    int64_t hs[] = {a, b, ab, L};
+    CHECK_EQ(pg_release_many(hs, 4), 0);
+    CHECK_EQ(pg_live_nodes(), live0 + 4);
+    CHECK_EQ(pg_valid(L), 1);
+    CHECK_SAME(pg_data(pg_tape_node(t, 0)), 2.0);
+
+    CHECK_EQ(pg_tape_backward(t, 5), PG_ERR_ARG);
+    CHECK_EQ(pg_tape_backward(t, -1), PG_ERR_ARG);
+    CHECK_EQ(pg_tape_backward(t, 4), 0);
+    CHECK_SAME(pg_grad(L), 1.0);
+    CHECK_SAME(pg_grad(a), 4.0); /* b + 1 */
+    CHECK_SAME(pg_grad(b), 2.0);
+    CHECK_EQ(pg_tape_backward(t, 4), 0); /* accumulates, like pg_backward */
+    CHECK_SAME(pg_grad(a), 8.0);
+    CHECK_SAME(pg_grad(L), 1.0);
+
+    CHECK_EQ(pg_tape_free(t), PG_OK);
+    CHECK_EQ(pg_live_nodes(), live0);
+    CHECK_EQ(pg_valid(a), 0);
+    CHECK_EQ(pg_tape_free(t), PG_ERR_TAPE);
+    CHECK_EQ(pg_tape_length(t), PG_ERR_TAPE);
+    CHECK_EQ(pg_tape_node(t, 0), PG_ERR_TAPE);
+    CHECK_EQ(pg_tape_backward(t, 0), PG_ERR_TAPE);
+
+    /* A new tape may reuse the entry, under a new id; the old id stays stale. */
+    int64_t x = pg_leaf(1.0);
+    int64_t t2 = pg_tape_record(x);
+    CHECK(t2 >= 0 && t2 != t);
+    CHECK_EQ(pg_tape_length(t), PG_ERR_TAPE);
+    CHECK_EQ(pg_tape_length(t2), 1);
+    CHECK_EQ(pg_tape_backward(t2, 1), 0);
+    CHECK_SAME(pg_grad(x), 1.0);
+    CHECK_EQ(pg_tape_free(t2), PG_OK);
+    CHECK_EQ(pg_valid(x), 1); /* our handle still holds it */
+    pg_release(x);
+
+    CHECK_EQ(pg_tape_length(-1), PG_ERR_TAPE);
+    CHECK_EQ(pg_tape_length(123456789), PG_ERR_TAPE);
+    CHECK_EQ(pg_tape_free(INT64_MAX), PG_ERR_TAPE);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* pg_tape_backward stops at a custom node, returning its position + 1, and
+ * resumes below it once the caller has run the node's backward. */
+static void test_tape_custom_stop(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t x = pg_leaf(3.0), y = pg_mul(x, x);
+    int64_t p = pg_python_node(2.0 * pg_data(y), &y, 1); /* p = 2y, a custom op */
+    int64_t L = pg_add_const(p, 1.0);
+    CHECK_SAME(pg_data(L), 19.0);
+
+    /* pg_backward refuses, changing nothing. */
+    pg_set_grad(L, 7.0);
+    CHECK_EQ(pg_backward(L), PG_NEED_PYTHON);
+    CHECK_SAME(pg_grad(L), 7.0);
+    CHECK_SAME(pg_grad(p), 0.0);
+    CHECK_EQ(pg_node_backward(p), PG_NEED_PYTHON);
+    CHECK_SAME(pg_grad(y), 0.0);
+
+    int64_t t = pg_tape_record(L);
+    int64_t len = pg_tape_length(t);
+    CHECK_EQ(len, 5); /* x, y, p, leaf 1, L */
+    int64_t pos = -1;
+    for (int64_t i = 0; i < len; i++)
+        if (pg_tape_node(t, i) == p)
+            pos = i;
+    CHECK_EQ(pos, 2);
+    CHECK_EQ(pg_tape_backward(t, len), pos + 1);
+    CHECK_SAME(pg_grad(L), 1.0);
+    CHECK_SAME(pg_grad(p), 1.0);
+    CHECK_SAME(pg_grad(y), 0.0); /* not yet: the caller runs p's backward */
+    pg_set_grad(y, pg_grad(y) + 2.0 * pg_grad(p));
+    CHECK_EQ(pg_tape_backward(t, pos), 0);
+    CHECK_SAME(pg_grad(x), 12.0); /* 2 * 2x */
+
+    /* A custom root: the first call seeds it and stops at once. */
+    int64_t t2 = pg_tape_record(p);
+    CHECK_EQ(pg_tape_length(t2), 3);
+    pg_set_grad(p, 0.0);
+    CHECK_EQ(pg_tape_backward(t2, 3), 3);
+    CHECK_SAME(pg_grad(p), 1.0);
+    CHECK_EQ(pg_tape_backward(t2, 2), 0);
+
+    CHECK_EQ(pg_tape_free(t), PG_OK);
+    CHECK_EQ(pg_tape_free(t2), PG_OK);
+    int64_t all[] = {x, y, p, L};
+    CHECK_EQ(pg_release_many(all, 4), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+    drained_python_freed();
+}
+
+/* --- custom nodes ----------------------------------------------------------- */
+
+/* pg_python_node with 0, 1, 2 and 5 children (more than 2 are stored apart),
+ * pg_make_python, and the report of freed custom nodes. */
+static void test_custom_nodes(void)
+{
+    drained_python_freed();
+    int64_t live0 = pg_live_nodes();
+    int64_t k[5];
+    for (int i = 0; i < 5; i++)
+        k[i] = pg_leaf(10.0 + i);
+
+    int64_t p0 = pg_python_node(1.5, NULL, 0);
+    int64_t p1 = pg_python_node(2.5, k, 1);
+    int64_t p2 = pg_python_node(3.5, k + 3, 2);
+    int64_t p5 = pg_python_node(4.5, k, 5);
+    int64_t ps[] = {p0, p1, p2, p5};
+    int64_t arity[] = {0, 1, 2, 5};
+    for (int j = 0; j < 4; j++) {
+        CHECK(ps[j] >= 0);
+        CHECK_EQ(pg_op(ps[j]), PG_OP_PYTHON);
+        CHECK_EQ(pg_child_count(ps[j]), arity[j]);
+        CHECK_SAME(pg_data(ps[j]), 1.5 + j);
+    }
+    CHECK_EQ(child(p2, 0), k[3]);
+    CHECK_EQ(child(p2, 1), k[4]);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(child(p5, i), k[i]);
+    CHECK_EQ(pg_child_retain(p5, 5), PG_ERR_ARG);
+    CHECK_EQ(pg_parent_refs(k[0]), 2);
+    CHECK_EQ(pg_parent_refs(k[4]), 2);
+    CHECK_EQ(pg_live_nodes(), live0 + 9);
+
+    /* A graph through a wide custom node: backward needs Python; a tape stops at it. */
+    int64_t top = pg_mul(p5, k[0]);
+    CHECK_EQ(pg_backward(top), PG_NEED_PYTHON);
+    int64_t t = pg_tape_record(top);
+    CHECK_EQ(pg_tape_length(t), 7); /* five leaves, p5, top */
+    CHECK_EQ(pg_tape_node(t, 5), p5);
+    CHECK_EQ(pg_tape_backward(t, 7), 6);
+    CHECK_SAME(pg_grad(p5), 10.0);
+    CHECK_EQ(pg_tape_backward(t, 5), 0);
+    CHECK_SAME(pg_grad(k[0]), 4.5); /* from top only: p5's backward is the caller's */
+    CHECK_EQ(pg_tape_free(t), PG_OK);
+    CHECK_EQ(pg_release(top), PG_OK);
+
+    /* Duplicate children are counted once each. */
+    int64_t dup[] = {k[1], k[1], k[2]};
+    int64_t pd = pg_python_node(0.0, dup, 3);
+    CHECK_EQ(pg_parent_refs(k[1]), 4); /* p5 and pd twice... plus p1? no: p1 is k[0] */
+    CHECK_EQ(pg_release(pd), PG_OK);
+    CHECK_EQ(pg_parent_refs(k[1]), 1);
+
+    /* Bad arguments make nothing. */
+    int64_t live1 = pg_live_nodes();
+    CHECK_EQ(pg_python_node(0.0, k, -1), PG_ERR_ARG);
+    CHECK_EQ(pg_python_node(0.0, NULL, 1), PG_ERR_ARG);
+    CHECK_EQ(pg_live_nodes(), live1);
+
+    /* pg_make_python turns an ordinary node into a custom one. */
+    int64_t m = pg_mul(k[0], k[1]);
+    CHECK_EQ(pg_backward(m), PG_OK);
+    CHECK_EQ(pg_make_python(m), PG_OK);
+    CHECK_EQ(pg_op(m), PG_OP_PYTHON);
+    CHECK_EQ(pg_child_count(m), 2);
+    CHECK_EQ(pg_backward(m), PG_NEED_PYTHON);
+    CHECK_EQ(pg_node_backward(m), PG_NEED_PYTHON);
+
+    /* Freed custom nodes are reported by handle; ordinary ones are not. */
+    int64_t out[8];
+    CHECK_EQ(drained_python_freed(), 1); /* pd */
+    CHECK_EQ(pg_release(p1), PG_OK);
+    CHECK_EQ(pg_release(m), PG_OK);
+    CHECK_EQ(pg_release(k[2]), PG_OK); /* p5 still holds it: nothing freed */
+    CHECK_EQ(pg_take_freed_python(out, 8), 2);
+    CHECK((out[0] == p1 && out[1] == m) || (out[0] == m && out[1] == p1));
+    CHECK_EQ(pg_take_freed_python(out, 8), 0);
+
+    /* Freeing p5 (through a parent) frees its stored children array and k[2]. */
+    int64_t over = pg_exp(p0);
+    int64_t rest[] = {p5, p2, p0};
+    CHECK_EQ(pg_release_many(rest, 3), 0);
+    CHECK_EQ(pg_valid(p0), 1); /* `over` holds it */
+    CHECK_EQ(pg_take_freed_python(out, 1), 1); /* at most cap */
+    CHECK_EQ(pg_take_freed_python(out + 1, 8), 1);
+    CHECK((out[0] == p5 && out[1] == p2) || (out[0] == p2 && out[1] == p5));
+    CHECK_EQ(pg_release(over), PG_OK);
+    CHECK_EQ(pg_take_freed_python(out, 8), 1);
+    CHECK_EQ(out[0], p0);
+    CHECK_EQ(pg_take_freed_python(NULL, 0), 0);
+    CHECK_EQ(pg_take_freed_python(NULL, 1), PG_ERR_ARG);
+    CHECK_EQ(pg_take_freed_python(out, -1), PG_ERR_ARG);
+
+    int64_t leaves[] = {k[0], k[1], k[3], k[4]};
+    CHECK_EQ(pg_release_many(leaves, 4), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* --- the node limit ---------------------------------------------------------- */
+
+/* At the node limit, making a node fails with PG_ERR_NOMEM; an op that makes
+ * several nodes fails as a whole, leaving nothing behind. */
+static void test_node_limit(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t a = pg_leaf(1.0), b = pg_leaf(2.0);
+    CHECK_EQ(pg_set_node_limit(live0 + 3), 0);
+    int64_t c = pg_leaf(3.0);
+    CHECK(c >= 0);
+    CHECK_EQ(pg_leaf(4.0), PG_ERR_NOMEM);
+    CHECK_EQ(pg_add(a, b), PG_ERR_NOMEM);
+    int64_t kids[] = {a, b, c};
+    CHECK_EQ(pg_python_node(0.0, kids, 3), PG_ERR_NOMEM); /* its children array is freed: LSan */
+    CHECK_EQ(pg_live_nodes(), live0 + 3);
+    CHECK_EQ(pg_parent_refs(a), 0);
+
+    /* Room for one node: ops that make two or three fail. */
+    CHECK_EQ(pg_release(c), PG_OK);
+    CHECK_EQ(pg_add_const(a, 1.0), PG_ERR_NOMEM);
+    CHECK_EQ(pg_mul_const(a, 1.0), PG_ERR_NOMEM);
+    CHECK_EQ(pg_div(a, b), PG_ERR_NOMEM);
+    CHECK_EQ(pg_rdiv_const(a, 1.0), PG_ERR_NOMEM);
+    CHECK_EQ(pg_rpow_const(a, 2.0), PG_ERR_NOMEM);
+    CHECK_EQ(pg_sub(a, b), PG_ERR_NOMEM);
+    CHECK_EQ(pg_rsub_const(a, 1.0), PG_ERR_NOMEM);
+    CHECK_EQ(pg_live_nodes(), live0 + 2);
+    CHECK_EQ(pg_parent_refs(a), 0);
+    CHECK_EQ(pg_parent_refs(b), 0);
+
+    /* Room for two: the three-node ops fail at their last node. */
+    CHECK_EQ(pg_set_node_limit(live0 + 4), live0 + 3);
+    CHECK_EQ(pg_sub(a, b), PG_ERR_NOMEM);
+    CHECK_EQ(pg_rsub_const(a, 1.0), PG_ERR_NOMEM);
+    CHECK_EQ(pg_live_nodes(), live0 + 2);
+    CHECK_EQ(pg_parent_refs(b), 0);
+    int64_t q = pg_div(a, b); /* two nodes: fits */
+    CHECK(q >= 0);
+    CHECK_EQ(pg_live_nodes(), live0 + 4);
+    CHECK_EQ(pg_release(q), PG_OK);
+
+    CHECK_EQ(pg_set_node_limit(-1), PG_ERR_ARG);
+    CHECK_EQ(pg_set_node_limit(0), live0 + 4);
+    int64_t s = pg_sub(a, b);
+    CHECK(s >= 0);
+    int64_t all[] = {s, a, b};
+    CHECK_EQ(pg_release_many(all, 3), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* --- threads ----------------------------------------------------------------- */
+
+enum { THREADS = 4, ITERATIONS = 200, TERMS = 495 }; /* 10 + 1 + 2*495 = 1001 nodes */
+
+typedef struct {
+    int id;
+    int done, wrong; /* iterations completed, and those with a wrong number */
+} worker_t;
+
+/* Each iteration: sum_j a[j%10] * a[(j+1)%10] over 10 integer leaves, built
+ * node by node, then backward (odd iterations through a tape).  Integer values
+ * keep every sum exact whatever the order, so results compare with ==. */
+static void *worker(void *arg)
+{
+    worker_t *w = arg;
+    double av[10], want_grad[10] = {0}, want_sum = 0.0;
+    for (int i = 0; i < 10; i++)
+        av[i] = (double)(i + 1 + 10 * w->id);
+    for (int j = 0; j < TERMS; j++) {
+        want_sum += av[j % 10] * av[(j + 1) % 10];
+        want_grad[j % 10] += av[(j + 1) % 10];
+        want_grad[(j + 1) % 10] += av[j % 10];
+    }
+    for (int it = 0; it < ITERATIONS; it++) {
+        int64_t a[10], acc = pg_leaf(0.0);
+        int ok = acc >= 0;
+        for (int i = 0; i < 10; i++)
+            ok &= (a[i] = pg_leaf(av[i])) >= 0;
+        for (int j = 0; j < TERMS && ok; j++) {
+            int64_t p = pg_mul(a[j % 10], a[(j + 1) % 10]);
+            int64_t s = pg_add(acc, p);
+            ok &= p >= 0 && s >= 0;
+            pg_release(p);
+            pg_release(acc);
+            acc = s;
+        }
+        if (it % 2) {
+            int64_t t = pg_tape_record(acc);
+            ok &= t >= 0 && pg_tape_length(t) == 2 * TERMS + 11;
+            ok &= pg_tape_backward(t, pg_tape_length(t)) == 0;
+            ok &= pg_tape_free(t) == PG_OK;
+        } else {
+            ok &= pg_backward(acc) == PG_OK;
+        }
+        ok &= pg_data(acc) == want_sum;
+        for (int i = 0; i < 10; i++)
+            ok &= pg_grad(a[i]) == want_grad[i];
+        ok &= pg_release(acc) == PG_OK;
+        ok &= pg_release_many(a, 10) == 0;
+        w->wrong += !ok;
+        w->done++;
+    }
+    return NULL;
+}
+
+/* Four threads build and backpropagate their own graphs at once: every result
+ * is exact and every node is freed. */
+static void test_threads(void)
+{
+    int64_t live0 = pg_live_nodes();
+    pthread_t tid[THREADS];
+    worker_t w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (worker_t){.id = i};
+        CHECK_EQ(pthread_create(&tid[i], NULL, worker, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        CHECK_EQ(pthread_join(tid[i], NULL), 0);
+        CHECK_EQ(w[i].done, ITERATIONS);
+        CHECK_EQ(w[i].wrong, 0);
+    }
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* --- main --------------------------------------------------------------------- */
+
+static void run(const char *name, void (*test)(void))
+{
+    double t0 = now();
+    int failed0 = failed;
+    test();
+    double dt = now() - t0;
+    if (failed != failed0 || dt > 1.0)
+        printf("%s: %d failed, %.1f s\n", name, failed - failed0, dt);
+}
+
+#define RUN(test) run(#test, test)
+
+int main(void)
+{
+    int64_t live0 = pg_live_nodes();
+    CHECK_EQ(live0, 0);
+    RUN(test_leaf_and_ops);
+    RUN(test_composite_ops);
+    RUN(test_python_float_semantics);
+    RUN(test_backward_accumulates);
+    RUN(test_backward_shared);
+    RUN(test_op_gradients);
+    RUN(test_refcounting);
+    RUN(test_slot_reuse);
+    RUN(test_bad_handles);
+    RUN(test_release_many);
+    RUN(test_tapes);
+    RUN(test_tape_custom_stop);
+    RUN(test_custom_nodes);
+    RUN(test_node_limit);
+    RUN(test_threads);
+    RUN(test_growth);
+    RUN(test_deep_mul_chain);
+    RUN(test_deep_add_chain_tape);
+    RUN(test_deep_chain_10m);
+    /* test_python_float_semantics leaked one leaf on purpose (a lost handle). */
+    CHECK_EQ(pg_live_nodes(), live0 + 1);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
