@@ -302,6 +302,27 @@ double pg_exponent(int64_t h) { return read_field((const double *const *)&pg_the
 int64_t pg_set_data(int64_t h, double value) { return write_field(&pg_the_arena.data, h, value); }
 int64_t pg_set_grad(int64_t h, double value) { return write_field(&pg_the_arena.grad, h, value); }
 
+static int64_t set_data_many(arena_t *A, const int64_t *handles, const double *values,
+                             int64_t count)
+{
+    if (count < 0 || (count > 0 && (!handles || !values)))
+        return PG_ERR_ARG;
+    uint32_t s;
+    for (int64_t i = 0; i < count; i++)
+        if (!lookup(A, handles[i], &s))
+            return PG_ERR_HANDLE;
+    for (int64_t i = 0; i < count; i++) {
+        lookup(A, handles[i], &s);
+        A->data[s] = values[i];
+    }
+    return PG_OK;
+}
+
+int64_t pg_set_data_many(const int64_t *handles, const double *values, int64_t count)
+{
+    PG_LOCKED(set_data_many(&pg_the_arena, handles, values, count));
+}
+
 enum node_field { FIELD_OP, FIELD_FLAGS, FIELD_ARITY, FIELD_REFS, FIELD_EXT };
 
 static int64_t read_int_field(arena_t *A, int64_t h, enum node_field field)

@@ -94,6 +94,7 @@ int64_t pg_node_backward(int64_t h) { PG_LOCKED(node_backward(&pg_the_arena, h))
 typedef struct {
     uint32_t *order; /* NULL when the entry is free */
     uint32_t count;
+    uint32_t custom_ops; /* PG_OP_PYTHON nodes among them */
     uint32_t gen;
 } tape_t;
 
@@ -152,10 +153,14 @@ static int64_t tape_record(arena_t *A, int64_t h)
             return PG_ERR_ARG;
         }
     memcpy(order, A->walk_order, (size_t)count * sizeof *order);
-    for (uint32_t i = 0; i < count; i++)
+    uint32_t custom_ops = 0;
+    for (uint32_t i = 0; i < count; i++) {
         A->refs[order[i]]++;
+        custom_ops += A->op[order[i]] == PG_OP_PYTHON;
+    }
     tapes[slot].order = order;
     tapes[slot].count = count;
+    tapes[slot].custom_ops = custom_ops;
     return tape_id(slot);
 }
 
@@ -210,6 +215,69 @@ static int64_t tape_backward(arena_t *A, int64_t id, int64_t end)
     }
     return 0;
 }
+
+static int64_t tape_custom_ops(int64_t id)
+{
+    tape_t *t = tape_lookup(id);
+    return t ? (int64_t)t->custom_ops : PG_ERR_TAPE;
+}
+
+/* Recompute every node from its children, leaves first.  Custom ops cannot
+ * be recomputed: a tape holding any is refused. */
+static int64_t tape_forward(arena_t *A, int64_t id)
+{
+    tape_t *t = tape_lookup(id);
+    if (!t)
+        return PG_ERR_TAPE;
+    if (t->custom_ops)
+        return PG_NEED_PYTHON;
+    for (uint32_t i = 0; i < t->count; i++) {
+        int64_t rc = pg_op_forward(A, t->order[i]);
+        if (rc < 0)
+            return rc;
+    }
+    return PG_OK;
+}
+
+/* zero_grad over the whole graph, then backward from the root. */
+static int64_t tape_replay_backward(arena_t *A, int64_t id)
+{
+    tape_t *t = tape_lookup(id);
+    if (!t)
+        return PG_ERR_TAPE;
+    if (t->custom_ops)
+        return PG_NEED_PYTHON;
+    for (uint32_t i = 0; i < t->count; i++)
+        A->grad[t->order[i]] = 0.0;
+    A->grad[t->order[t->count - 1]] = 1.0;
+    return sweep(A, t->order, t->count);
+}
+
+/* The first position where two tapes differ in op, arity, exponent or value
+ * (bit for bit), or the common length if they are the same. */
+static int64_t tape_diff(arena_t *A, int64_t id_a, int64_t id_b)
+{
+    tape_t *a = tape_lookup(id_a), *b = tape_lookup(id_b);
+    if (!a || !b)
+        return PG_ERR_TAPE;
+    uint32_t n = a->count < b->count ? a->count : b->count;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t x = a->order[i], y = b->order[i];
+        if (A->op[x] != A->op[y] || A->arity[x] != A->arity[y] ||
+            memcmp(&A->exponent[x], &A->exponent[y], sizeof(double)) != 0 ||
+            memcmp(&A->data[x], &A->data[y], sizeof(double)) != 0)
+            return i;
+    }
+    return n;
+}
+
+int64_t pg_tape_custom_ops(int64_t tape) { PG_LOCKED(tape_custom_ops(tape)); }
+int64_t pg_tape_forward(int64_t tape) { PG_LOCKED(tape_forward(&pg_the_arena, tape)); }
+int64_t pg_tape_replay_backward(int64_t tape)
+{
+    PG_LOCKED(tape_replay_backward(&pg_the_arena, tape));
+}
+int64_t pg_tape_diff(int64_t a, int64_t b) { PG_LOCKED(tape_diff(&pg_the_arena, a, b)); }
 
 int64_t pg_tape_record(int64_t root) { PG_LOCKED(tape_record(&pg_the_arena, root)); }
 int64_t pg_tape_free(int64_t tape) { PG_LOCKED(tape_free(&pg_the_arena, tape)); }

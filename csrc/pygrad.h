@@ -96,6 +96,8 @@ double pg_data(int64_t h);
 double pg_grad(int64_t h);
 int64_t pg_set_data(int64_t h, double value);
 int64_t pg_set_grad(int64_t h, double value);
+/* data of handles[i] = values[i] for i < count: all or nothing. */
+int64_t pg_set_data_many(const int64_t *handles, const double *values, int64_t count);
 int64_t pg_valid(int64_t h);                    /* 1 live, 0 not */
 int64_t pg_op(int64_t h);                       /* a pg_op tag */
 int64_t pg_flags(int64_t h);
@@ -122,6 +124,15 @@ int64_t pg_tape_node(int64_t tape, int64_t i);  /* handle at position i (root is
  * at a custom op.  Returns 0 when done, or p > 0: position p-1 is a custom op
  * whose backward the caller runs before resuming with end = p-1. */
 int64_t pg_tape_backward(int64_t tape, int64_t end);
+int64_t pg_tape_custom_ops(int64_t tape);      /* how many custom-op nodes it holds */
+/* Replay: recompute every node's value from its children (leaves first), or
+ * zero every grad and backpropagate from the root.  One call each; both
+ * return PG_NEED_PYTHON for a tape with custom ops, which cannot be replayed. */
+int64_t pg_tape_forward(int64_t tape);
+int64_t pg_tape_replay_backward(int64_t tape);
+/* First position where two tapes differ (op, arity, exponent or value, bit
+ * for bit); their common length if none does. */
+int64_t pg_tape_diff(int64_t a, int64_t b);
 
 /* --- optimizers: one call updates every parameter --------------------------
  * Nothing is changed unless every handle is valid.  State arrays (velocity,

@@ -5,6 +5,8 @@
 from ._core import NodeLimitError, PygradError, StaleValueError
 from . import nn, optim
 from .engine import Value, live_nodes, no_grad
+from .replay import Replay, ReplayMismatchError
 
-__all__ = ["Value", "no_grad", "live_nodes", "nn", "optim", "PygradError", "StaleValueError", "NodeLimitError"]
+__all__ = ["Value", "no_grad", "live_nodes", "nn", "optim", "Replay", "ReplayMismatchError",
+           "PygradError", "StaleValueError", "NodeLimitError"]
 __version__ = "0.1.0"

@@ -1,0 +1,152 @@
+"""Record a training step's graph once, then replay it in C.
+
+micrograd rebuilds the same graph node by node every step although its shape
+never changes.  A Replay keeps the graph of one step (its nodes in
+topological order) and reruns it: forward() recomputes every node from its
+leaves' current values, backward() zeroes every grad and backpropagates, one C
+call each, with no Python work per node::
+
+    xs = [[Value(0.0), Value(0.0)] for _ in range(batch)]   # input leaves
+    loss = build_loss(model, xs)                           # eager, once
+    step = Replay(loss, inputs=[v for row in xs for v in row])
+    for batch in batches:
+        step.feed(batch)          # new input values, one call
+        step.forward()            # == loss.data of an eager rebuild, bit for bit
+        step.backward()           # == model.zero_grad(); loss.backward()
+        optimizer.step()
+
+Like tracing in PyTorch (torch.jit.trace), a recording is of the ops that ran,
+not of the Python that ran them: if the graph's shape depends on data through
+Python control flow (``if v.data > 0: ...``), a replay keeps following the
+branch taken when it was recorded.  Pass ``check=build_loss`` to run the eager
+graph beside every forward() and raise ReplayMismatchError at the first node
+where they differ.  Numbers the graph baked in as constants (``-yi * score``
+with a Python float yi) stay fixed: make anything that changes between steps a
+Value leaf and list it in ``inputs``.
+"""
+import threading
+
+from ._core import PygradError, check, ffi, lib
+from .engine import _OP_NAMES, Value
+
+__all__ = ["Replay", "ReplayMismatchError"]
+
+
+class ReplayMismatchError(PygradError, AssertionError):
+    """A replayed graph computed something other than the eager graph."""
+
+
+class Replay:
+    """The recorded graph under `root`, replayable in C.
+
+    inputs: leaves whose data feed() sets, in order (e.g. a minibatch).
+    check:  optional callable building the same graph eagerly; every forward()
+            then compares the two node by node and raises on a mismatch.
+    A Replay belongs to the thread that made it, and keeps its graph alive
+    until close() (or garbage collection).
+    """
+
+    def __init__(self, root, inputs=(), check=None):
+        self._tape = None
+        if not isinstance(root, Value):
+            raise TypeError(f"Replay records the graph of a Value, not {type(root).__name__}")
+        self.inputs = list(inputs)
+        for value in self.inputs:
+            if not isinstance(value, Value):
+                raise TypeError(f"Replay inputs are Values, not {type(value).__name__}")
+        self._tape = _record(root)
+        self.root = root
+        self._input_handles = ffi.new("int64_t[]", [v._h for v in self.inputs])
+        self._thread = threading.get_ident()
+        self._check = check
+
+    def __len__(self):
+        """How many nodes the recorded graph has."""
+        return lib.pg_tape_length(self._live_tape())
+
+    def feed(self, values):
+        """Set the inputs' data from a flat list or array of floats, in one call."""
+        self._live_tape()
+        buffer = _doubles(values)
+        if len(buffer) != len(self.inputs):
+            raise ValueError(f"feed() got {len(buffer)} values for {len(self.inputs)} inputs")
+        check(lib.pg_set_data_many(self._input_handles, buffer, len(self.inputs)))
+
+    def forward(self):
+        """Recompute every node; returns the root's new value."""
+        check(lib.pg_tape_forward(self._live_tape()))
+        if self._check is not None:
+            self._compare_with_eager(self._check())
+        return self.root.data
+
+    def backward(self):
+        """Zero every grad in the graph (parameters' included), then backward."""
+        check(lib.pg_tape_replay_backward(self._live_tape()))
+
+    def close(self):
+        """Let go of the recorded graph."""
+        tape, self._tape = self._tape, None
+        if tape is not None:
+            lib.pg_tape_free(tape)
+
+    __del__ = close
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _live_tape(self):
+        if self._tape is None:
+            raise PygradError("this Replay was closed")
+        if threading.get_ident() != self._thread:
+            raise PygradError("this Replay belongs to the thread that recorded it; "
+                              "record one Replay per thread")
+        return self._tape
+
+    def _compare_with_eager(self, eager_root):
+        eager = _record(eager_root)
+        try:
+            where = check(lib.pg_tape_diff(self._tape, eager))
+            ours, theirs = lib.pg_tape_length(self._tape), lib.pg_tape_length(eager)
+            if where == ours == theirs:
+                return
+            raise ReplayMismatchError(
+                f"replay differs from the eager graph at node {where} "
+                f"(replay has {ours} nodes, eager {theirs}): replay "
+                f"{_describe(self._tape, where)}, eager {_describe(eager, where)}. "
+                "Does Python control flow depend on data, or a changing number "
+                "sit in the graph as a constant?")
+        finally:
+            lib.pg_tape_free(eager)
+
+
+def _record(root):
+    tape = check(lib.pg_tape_record(root._h))
+    if lib.pg_tape_custom_ops(tape):
+        lib.pg_tape_free(tape)
+        raise ValueError("this graph has custom ops written in Python, whose values "
+                         "a replay cannot recompute")
+    return tape
+
+
+def _describe(tape, position):
+    if position >= lib.pg_tape_length(tape):
+        return "has no such node"
+    h = lib.pg_tape_node(tape, position)
+    return f"op {_OP_NAMES.get(lib.pg_op(h), lib.pg_op(h))!r} = {lib.pg_data(h)!r}"
+
+
+def _doubles(values):
+    """A double[] for C from a list or tuple of numbers, or any float64-able
+    array (numpy arrays are read in place when already float64 and contiguous)."""
+    if isinstance(values, (list, tuple)):
+        return ffi.new("double[]", [float(v) for v in values])
+    try:
+        import numpy
+    except ImportError:
+        return ffi.new("double[]", [float(v) for v in values])
+    array = numpy.ascontiguousarray(values, dtype=numpy.float64).reshape(-1)
+    return ffi.from_buffer("double[]", array)
