@@ -1,12 +1,14 @@
 """pygrad: micrograd's scalar autograd engine with its hot loop in C.
 
     from pygrad import Value        # instead of: from micrograd.engine import Value
+    from pygrad.nn import MLP       # instead of: from micrograd.nn import MLP
 """
 from ._core import NodeLimitError, PygradError, StaleValueError
 from . import nn, optim
 from .engine import Value, live_nodes, no_grad
 from .replay import Replay, ReplayMismatchError
+from .viz import draw_dot, to_dot
 
 __all__ = ["Value", "no_grad", "live_nodes", "nn", "optim", "Replay", "ReplayMismatchError",
-           "PygradError", "StaleValueError", "NodeLimitError"]
+           "draw_dot", "to_dot", "PygradError", "StaleValueError", "NodeLimitError"]
 __version__ = "0.1.0"

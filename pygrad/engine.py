@@ -227,16 +227,7 @@ class Value:
 
     @property
     def _op(self):
-        custom = _custom_ops.get(self._h)
-        if custom is not None:
-            return custom.op
-        tag = check(lib.pg_op(self._h))
-        if tag == lib.PG_OP_POW:
-            exponent = lib.pg_exponent(self._h)
-            if lib.pg_flags(self._h) & _INT_EXPONENT:
-                return f"**{int(exponent)}"
-            return f"**{exponent}"
-        return _OP_NAMES[tag]
+        return _op_of(self._h)
 
     @property
     def _backward(self):
@@ -304,6 +295,20 @@ def _real_operand(k):
     if isinstance(k, numbers.Real):
         return float(k), 0
     return None
+
+
+def _op_of(h):
+    """micrograd's op string for node h: '+', '*', '**2', 'ReLU', '' ..."""
+    custom = _custom_ops.get(h)
+    if custom is not None:
+        return custom.op
+    tag = check(lib.pg_op(h))
+    if tag == lib.PG_OP_POW:
+        exponent = lib.pg_exponent(h)
+        if lib.pg_flags(h) & _INT_EXPONENT:
+            return f"**{int(exponent)}"
+        return f"**{exponent}"
+    return _OP_NAMES[tag]
 
 
 def _check_live(value):

@@ -652,11 +652,10 @@ UNARY = {
 }
 
 
-@pytest.mark.parametrize("name", UNARY)
-@pytest.mark.parametrize("x", [0.3, 1.7, -0.9, 2.5, 0.01])
+@pytest.mark.parametrize("name, x", [(name, x) for name in UNARY
+                                     for x in (0.3, 1.7, -0.9, 2.5, 0.01)
+                                     if not (name == "log" and x <= 0)])
 def test_unary_op_value_and_gradient(name, x):
-    if name == "log" and x <= 0:
-        pytest.skip("log domain")
     f, df = UNARY[name]
     v = Value(x)
     y = getattr(v, name)()
@@ -949,24 +948,62 @@ def test_subclass_custom_tanh_matches_builtin_tanh():
     assert close(x.grad, y.grad, rel=1e-13)
 
 
-def test_custom_op_graphs_built_and_dropped_repeatedly_do_not_leak_nodes():
+def test_custom_op_graphs_built_and_dropped_repeatedly_stay_bounded():
+    # micrograd-style closures refer back to their node (`out`): a cycle that
+    # pygrad.engine.collect_custom_ops breaks as custom ops accumulate.
     pygrad.engine.collect_custom_ops()
     start = pygrad.live_nodes()
     peak = 0
     for i in range(20_000):
         x = Value(float(i % 7))
-        y = cube(Value, x * 0.5 + 1)  # a node held only by its own closure, as in micrograd
+        y = cube(Value, x * 0.5 + 1)
         z = weighted3(Value, y, x, Value(2.0))
         z.backward()
-        if i % 1000 == 999:
+        if i % 500 == 499:
             peak = max(peak, pygrad.live_nodes() - start)
         del x, y, z
-    # a leaked graph would be ~8 nodes per iteration: 160,000 nodes
-    assert peak < 20_000, peak
+    # a leak of the graphs would be ~8 nodes per iteration: 160,000 nodes
+    assert 0 < peak < 10_000, peak
+    for _ in range(5):  # one collect frees one level of nesting (see the xfail below)
+        pygrad.engine.collect_custom_ops()
+    assert pygrad.live_nodes() == start
+
+
+def _nested_cubes(depth):
+    x = Value(1.01)
+    y = x
+    for _ in range(depth):
+        y = cube(Value, y)
+    y.backward()
+    assert close(x.grad, 3 ** depth * 1.01 ** (3 ** depth - 1), rel=1e-9)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: collect_custom_ops frees one level of nested "
+                                       "custom ops per call (freed parents' handles sit in "
+                                       "the batched release queue)")
+def test_collect_custom_ops_frees_nested_custom_ops_in_one_call():
     pygrad.engine.collect_custom_ops()
-    gc.collect()
+    start = pygrad.live_nodes()
+    _nested_cubes(5)
+    assert pygrad.live_nodes() == start + 6  # 5 cubes held by their closures, and x
     pygrad.engine.collect_custom_ops()
-    assert pygrad.live_nodes() - start < 100
+    assert pygrad.live_nodes() == start
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: graphs of nested custom ops leak: each automatic "
+                                       "collection frees only the outermost level")
+def test_nested_custom_op_graphs_built_and_dropped_repeatedly_stay_bounded():
+    pygrad.engine.collect_custom_ops()
+    start = pygrad.live_nodes()
+    peak = 0
+    for i in range(10_000):
+        _nested_cubes(10)
+        if i % 500 == 499:
+            peak = max(peak, pygrad.live_nodes() - start)
+    for _ in range(12):
+        pygrad.engine.collect_custom_ops()
+    assert pygrad.live_nodes() == start
+    assert peak < 10_000, peak  # a leak of the graphs would be 110,000 nodes
 
 
 def test_custom_op_gradient_in_the_leak_loop_is_right():

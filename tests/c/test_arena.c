@@ -616,6 +616,25 @@ static void check_rejected(int64_t h, int64_t ok, const char *what)
     CHECK_EQ(pg_backward(h), PG_ERR_HANDLE);
     CHECK_EQ(pg_node_backward(h), PG_ERR_HANDLE);
     CHECK_EQ(pg_tape_record(h), PG_ERR_HANDLE);
+    /* The array entry points: one bad handle among good ones. */
+    int64_t out[2] = {-100, -100}, one_ok[1] = {ok}, two[2] = {ok, h};
+    CHECK_EQ(pg_layer(one_ok, one_ok, &h, 1, 1, 0, out), PG_ERR_HANDLE); /* x */
+    CHECK_EQ(pg_layer(&h, one_ok, one_ok, 1, 1, 1, out), PG_ERR_HANDLE); /* w */
+    CHECK_EQ(pg_layer(one_ok, &h, one_ok, 1, 1, 0, out), PG_ERR_HANDLE); /* b */
+    CHECK_EQ(out[0], -100);
+    int64_t sizes[2] = {1, 1};
+    int32_t relu[1] = {0};
+    CHECK_EQ(pg_mlp(two, 2, sizes, relu, 1, one_ok, out), PG_ERR_HANDLE); /* a bias */
+    CHECK_EQ(pg_mlp((int64_t[]){ok, ok}, 2, sizes, relu, 1, &h, out), PG_ERR_HANDLE); /* x */
+    double m[2] = {0.0, 0.0}, v[2] = {0.0, 0.0};
+    pg_set_grad(ok, 1.0);
+    CHECK_EQ(pg_zero_grad(two, 2), PG_ERR_HANDLE);
+    CHECK_EQ(pg_sgd_step(two, m, 2, 0.1, 0.9, 0.0), PG_ERR_HANDLE);
+    CHECK_EQ(pg_adam_step(two, m, v, 2, 1, 0.1, 0.9, 0.999, 1e-8, 0.0), PG_ERR_HANDLE);
+    CHECK_SAME(pg_grad(ok), 1.0); /* all or nothing: ok was not touched */
+    CHECK_SAME(pg_data(ok), 2.0);
+    CHECK(m[0] == 0.0 && v[0] == 0.0);
+    pg_set_grad(ok, 0.0);
     CHECK_EQ(pg_live_nodes(), live0);
     CHECK_EQ(pg_external_refs(ok), 1);
     CHECK_EQ(pg_parent_refs(ok), 0);
@@ -1065,6 +1084,261 @@ static void test_node_limit(void)
     CHECK_EQ(pg_live_nodes(), live0);
 }
 
+/* --- neurons, layers, MLPs ---------------------------------------------------- */
+
+/* pg_layer makes one DOT node per neuron, children (b, w row, x), summed left
+ * to right from b as micrograd's sum(..., b) rounds, with a RELU on top when
+ * asked; its backward is that of the same sum of products. */
+static void test_layer(void)
+{
+    int64_t live0 = pg_live_nodes();
+    const double wv[6] = {0.5, -1.25, 2.0, 0.1, 0.2, 0.3}, bv[2] = {0.25, -3.0},
+                 xv[3] = {1.5, 0.7, -0.4};
+    int64_t w[6], b[2], x[3], out[2];
+    for (int i = 0; i < 6; i++)
+        w[i] = pg_leaf(wv[i]);
+    for (int j = 0; j < 2; j++)
+        b[j] = pg_leaf(bv[j]);
+    for (int i = 0; i < 3; i++)
+        x[i] = pg_leaf(xv[i]);
+    int64_t live1 = pg_live_nodes();
+
+    CHECK_EQ(pg_layer(w, b, x, 3, 2, 0, out), PG_OK);
+    CHECK_EQ(pg_live_nodes(), live1 + 2);
+    for (int j = 0; j < 2; j++) {
+        double want = bv[j];
+        for (int i = 0; i < 3; i++)
+            want = want + wv[3 * j + i] * xv[i];
+        CHECK_SAME(pg_data(out[j]), want);
+        CHECK_EQ(pg_op(out[j]), PG_OP_DOT);
+        CHECK_EQ(pg_child_count(out[j]), 7);
+        CHECK_EQ(child(out[j], 0), b[j]);
+        CHECK_EQ(child(out[j], 1 + 2), w[3 * j + 2]);
+        CHECK_EQ(child(out[j], 4 + 1), x[1]);
+        CHECK_EQ(pg_external_refs(out[j]), 1);
+    }
+    CHECK_EQ(pg_parent_refs(x[0]), 2);
+    CHECK_EQ(pg_backward(out[1]), PG_OK);
+    CHECK_SAME(pg_grad(b[1]), 1.0);
+    CHECK_SAME(pg_grad(b[0]), 0.0);
+    CHECK_SAME(pg_grad(w[4]), xv[1]);
+    CHECK_SAME(pg_grad(x[2]), wv[5]);
+    CHECK_EQ(pg_release_many(out, 2), 0);
+    CHECK_EQ(pg_live_nodes(), live1);
+
+    /* With ReLU: out[1] is negative, so relu gives 0 and passes no gradient. */
+    CHECK_EQ(pg_layer(w, b, x, 3, 2, 1, out), PG_OK);
+    CHECK_EQ(pg_live_nodes(), live1 + 4);
+    CHECK_EQ(pg_op(out[0]), PG_OP_RELU);
+    CHECK_EQ(pg_op(child(out[0], 0)), PG_OP_DOT);
+    CHECK_SAME(pg_data(out[1]), 0.0);
+    pg_set_grad(x[0], 0.0);
+    CHECK_EQ(pg_backward(out[1]), PG_OK);
+    CHECK_SAME(pg_grad(x[0]), 0.0);
+    CHECK_EQ(pg_release_many(out, 2), 0);
+    CHECK_EQ(pg_live_nodes(), live1);
+
+    /* micrograd's order matters: (1e16 + 1) + 1 rounds back to 1e16 twice,
+     * where 1e16 + (1 + 1) would not. */
+    int64_t big = pg_leaf(1e16), ones[2] = {x[0], x[0]};
+    pg_set_data(x[0], 1.0);
+    CHECK_EQ(pg_layer(ones, &big, ones, 2, 1, 0, out), PG_OK);
+    CHECK_SAME(pg_data(out[0]), 1e16);
+    pg_release(out[0]);
+    pg_release(big);
+
+    /* No inputs: a neuron is its bias. */
+    CHECK_EQ(pg_layer(NULL, b, NULL, 0, 2, 0, out), PG_OK);
+    CHECK_SAME(pg_data(out[1]), -3.0);
+    CHECK_EQ(pg_child_count(out[1]), 1);
+    CHECK_EQ(pg_release_many(out, 2), 0);
+
+    /* Bad sizes; and at the node limit, all or nothing. */
+    CHECK_EQ(pg_layer(w, b, x, -1, 2, 0, out), PG_ERR_ARG);
+    CHECK_EQ(pg_layer(w, NULL, x, 3, 2, 0, out), PG_ERR_ARG);
+    CHECK_EQ(pg_layer(w, b, x, 3, 2, 0, NULL), PG_ERR_ARG);
+    CHECK_EQ(pg_set_node_limit(live1 + 3), 0);
+    CHECK_EQ(pg_layer(w, b, x, 3, 2, 1, out), PG_ERR_NOMEM); /* the second RELU */
+    CHECK_EQ(pg_layer(w, b, x, 3, 2, 0, out), PG_OK);        /* fits */
+    CHECK_EQ(pg_set_node_limit(0), live1 + 3);
+    CHECK_EQ(pg_release_many(out, 2), 0);
+    CHECK_EQ(pg_live_nodes(), live1);
+    CHECK_EQ(pg_parent_refs(x[0]), 0);
+
+    CHECK_EQ(pg_release_many(w, 6), 0);
+    CHECK_EQ(pg_release_many(b, 2), 0);
+    CHECK_EQ(pg_release_many(x, 3), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* pg_mlp is pg_layer applied layer after layer: same values bit for bit, same
+ * gradients, inner nodes held only by their parents, all or nothing. */
+static void test_mlp(void)
+{
+    int64_t live0 = pg_live_nodes();
+    enum { NP = 3 * 2 + 3 + 1 * 3 + 1 };
+    int64_t p[NP], x[2], out[1], hid[3], ref[1];
+    for (int i = 0; i < NP; i++)
+        p[i] = pg_leaf(0.1 * (i + 1) * (i % 3 ? 1 : -1));
+    x[0] = pg_leaf(0.9);
+    x[1] = pg_leaf(-1.7);
+    int64_t sizes[3] = {2, 3, 1};
+    int32_t relu[2] = {1, 0};
+    int64_t live1 = pg_live_nodes();
+
+    CHECK_EQ(pg_mlp(p, NP, sizes, relu, 2, x, out), PG_OK);
+    CHECK_EQ(pg_live_nodes(), live1 + 7); /* 3 DOT + 3 RELU + 1 DOT */
+    CHECK_EQ(pg_op(out[0]), PG_OP_DOT);
+    int64_t inner = child(out[0], 1 + 3); /* its first input: a hidden RELU */
+    CHECK_EQ(pg_op(inner), PG_OP_RELU);
+    CHECK_EQ(pg_external_refs(inner), 0);
+
+    CHECK_EQ(pg_layer(p, p + 6, x, 2, 3, 1, hid), PG_OK);
+    CHECK_EQ(pg_layer(p + 9, p + 12, hid, 3, 1, 0, ref), PG_OK);
+    CHECK_SAME(pg_data(out[0]), pg_data(ref[0]));
+
+    double g_mlp[NP], g_ref[NP];
+    CHECK_EQ(pg_backward(out[0]), PG_OK);
+    for (int i = 0; i < NP; i++)
+        g_mlp[i] = pg_grad(p[i]);
+    CHECK_EQ(pg_zero_grad(p, NP), PG_OK);
+    CHECK_EQ(pg_backward(ref[0]), PG_OK);
+    int differ = 0, nonzero = 0;
+    for (int i = 0; i < NP; i++) {
+        g_ref[i] = pg_grad(p[i]);
+        differ += !same(g_mlp[i], g_ref[i]);
+        nonzero += g_ref[i] != 0.0;
+    }
+    CHECK_EQ(differ, 0);
+    CHECK(nonzero >= 8);
+    CHECK_EQ(pg_release_many(hid, 3), 0);
+    CHECK_EQ(pg_release(ref[0]), PG_OK);
+    CHECK_EQ(pg_release(out[0]), PG_OK);
+    CHECK_EQ(pg_live_nodes(), live1);
+
+    /* Wrong parameter count, bad sizes; at the node limit, nothing is left. */
+    CHECK_EQ(pg_mlp(p, NP - 1, sizes, relu, 2, x, out), PG_ERR_ARG);
+    CHECK_EQ(pg_mlp(p, NP, sizes, relu, 0, x, out), PG_ERR_ARG);
+    CHECK_EQ(pg_mlp(p, NP, (int64_t[]){2, -3, 1}, relu, 2, x, out), PG_ERR_ARG);
+    CHECK_EQ(pg_set_node_limit(live1 + 6), 0); /* the last DOT does not fit */
+    CHECK_EQ(pg_mlp(p, NP, sizes, relu, 2, x, out), PG_ERR_NOMEM);
+    CHECK_EQ(pg_live_nodes(), live1);
+    CHECK_EQ(pg_set_node_limit(live1 + 4), live1 + 6); /* a hidden RELU does not */
+    CHECK_EQ(pg_mlp(p, NP, sizes, relu, 2, x, out), PG_ERR_NOMEM);
+    CHECK_EQ(pg_live_nodes(), live1);
+    CHECK_EQ(pg_set_node_limit(0), live1 + 4);
+    CHECK_EQ(pg_parent_refs(x[0]), 0);
+
+    CHECK_EQ(pg_release_many(p, NP), 0);
+    CHECK_EQ(pg_release_many(x, 2), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* --- optimizers ----------------------------------------------------------------- */
+
+/* zero_grad, SGD (plain, momentum, weight decay) and Adam update every
+ * parameter with PyTorch's formulas, evaluated here in the same order. */
+static void test_optimizers(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t p[2] = {pg_leaf(1.0), pg_leaf(-2.0)};
+    double vel[2] = {0.0, 0.0}, m[2] = {0.0, 0.0}, v[2] = {0.0, 0.0};
+    const double g[2] = {0.5, -0.25};
+
+    pg_set_grad(p[0], g[0]);
+    pg_set_grad(p[1], g[1]);
+    CHECK_EQ(pg_sgd_step(p, NULL, 2, 0.1, 0.0, 0.0), PG_OK);
+    CHECK_SAME(pg_data(p[0]), 1.0 - 0.1 * 0.5);
+    CHECK_SAME(pg_data(p[1]), -2.0 - 0.1 * -0.25);
+    CHECK_SAME(pg_grad(p[0]), 0.5); /* a step leaves grads alone */
+
+    /* momentum 0.9, weight decay 0.01, two steps */
+    double d = pg_data(p[0]), vv = 0.0;
+    for (int step = 0; step < 2; step++) {
+        CHECK_EQ(pg_sgd_step(p, vel, 2, 0.1, 0.9, 0.01), PG_OK);
+        double gg = g[0] + 0.01 * d;
+        vv = 0.9 * vv + gg;
+        d -= 0.1 * vv;
+    }
+    CHECK_SAME(pg_data(p[0]), d);
+    CHECK_SAME(vel[0], vv);
+    CHECK_EQ(pg_sgd_step(p, NULL, 2, 0.1, 0.9, 0.0), PG_ERR_ARG);
+
+    /* Adam, two steps */
+    pg_set_data(p[1], 3.0);
+    double dv = 3.0, mm = 0.0, v2 = 0.0;
+    for (int t = 1; t <= 2; t++) {
+        CHECK_EQ(pg_adam_step(p, m, v, 2, t, 0.01, 0.9, 0.999, 1e-8, 0.0), PG_OK);
+        mm = 0.9 * mm + (1.0 - 0.9) * g[1];
+        v2 = 0.999 * v2 + (1.0 - 0.999) * g[1] * g[1];
+        double bc1 = 1.0 - pow(rt(0.9), t), bc2 = sqrt(1.0 - pow(rt(0.999), t));
+        dv -= (0.01 / bc1) * (mm / (sqrt(v2) / bc2 + 1e-8));
+    }
+    CHECK_SAME(pg_data(p[1]), dv);
+    CHECK_SAME(m[1], mm);
+    CHECK_SAME(v[1], v2);
+    CHECK(fabs(pg_data(p[1]) - (3.0 + 2 * 0.01)) < 1e-6); /* Adam's steps are about lr */
+    CHECK_EQ(pg_adam_step(p, m, v, 2, 0, 0.01, 0.9, 0.999, 1e-8, 0.0), PG_ERR_ARG);
+    CHECK_EQ(pg_adam_step(p, NULL, v, 2, 1, 0.01, 0.9, 0.999, 1e-8, 0.0), PG_ERR_ARG);
+
+    CHECK_EQ(pg_zero_grad(p, 2), PG_OK);
+    CHECK_SAME(pg_grad(p[0]), 0.0);
+    CHECK_SAME(pg_grad(p[1]), 0.0);
+    CHECK_EQ(pg_zero_grad(NULL, 0), PG_OK);
+    CHECK_EQ(pg_zero_grad(p, -1), PG_ERR_ARG);
+    CHECK_EQ(pg_release_many(p, 2), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
+/* --- no_grad ---------------------------------------------------------------------- */
+
+static void *make_sum_op(void *arg)
+{
+    int64_t *h = arg; /* h[0], h[1] in; h[2] = op of their sum out */
+    int64_t s = pg_add(h[0], h[1]);
+    h[2] = pg_op(s);
+    pg_release(s);
+    return NULL;
+}
+
+/* With grad disabled, new nodes keep their value but become leaves (their
+ * temporaries freed at once); the setting belongs to the calling thread. */
+static void test_no_grad(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t a = pg_leaf(2.0), b = pg_leaf(5.0), zero = pg_leaf(0.0);
+    CHECK_EQ(pg_set_grad_enabled(0), 1);
+    int64_t s = pg_add(a, b), d = pg_sub(a, b), q = pg_div(a, b), out[1];
+    CHECK_SAME(pg_data(s), 7.0);
+    CHECK_SAME(pg_data(d), -3.0);
+    CHECK_SAME(pg_data(q), 2.0 * pow(rt(5.0), rt(-1.0)));
+    CHECK_EQ(pg_op(s), PG_OP_LEAF);
+    CHECK_EQ(pg_op(d), PG_OP_LEAF);
+    CHECK_EQ(pg_child_count(q), 0);
+    CHECK_EQ(pg_parent_refs(a), 0);
+    CHECK_EQ(pg_live_nodes(), live0 + 6); /* no temporaries left */
+    CHECK_EQ(pg_log(zero), PG_ERR_DOMAIN);
+    int64_t wb[2] = {a, b};
+    CHECK_EQ(pg_layer(wb, wb + 1, wb, 1, 1, 1, out), PG_OK); /* relu(5 + 2*2) */
+    CHECK_SAME(pg_data(out[0]), 9.0);
+    CHECK_EQ(pg_op(out[0]), PG_OP_LEAF);
+    CHECK_EQ(pg_live_nodes(), live0 + 7);
+
+    /* Another thread still records graphs. */
+    int64_t args[3] = {a, b, -1};
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, make_sum_op, args), 0);
+    pthread_join(th, NULL);
+    CHECK_EQ(args[2], PG_OP_ADD);
+
+    CHECK_EQ(pg_set_grad_enabled(1), 0);
+    int64_t s2 = pg_add(a, b);
+    CHECK_EQ(pg_op(s2), PG_OP_ADD);
+    int64_t all[] = {a, b, zero, s, d, q, out[0], s2};
+    CHECK_EQ(pg_release_many(all, 8), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
 /* --- threads ----------------------------------------------------------------- */
 
 enum { THREADS = 4, ITERATIONS = 200, TERMS = 495 }; /* 10 + 1 + 2*495 = 1001 nodes */
@@ -1171,6 +1445,10 @@ int main(void)
     RUN(test_tape_custom_stop);
     RUN(test_custom_nodes);
     RUN(test_node_limit);
+    RUN(test_layer);
+    RUN(test_mlp);
+    RUN(test_optimizers);
+    RUN(test_no_grad);
     RUN(test_threads);
     RUN(test_growth);
     RUN(test_deep_mul_chain);
