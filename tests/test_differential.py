@@ -309,17 +309,6 @@ def test_backward_errors_and_special_values(case):
         assert _close(mx.grad, px.grad), (mx.grad, px.grad)
 
 
-def _walk(root):
-    seen, stack, out = set(), [root], []
-    while stack:
-        v = stack.pop()
-        if v not in seen:
-            seen.add(v)
-            out.append(v)
-            stack.extend(v._prev)
-    return out
-
-
 SIGNED_ZERO_CASES = {
     "-(0.0)": lambda V: -V(0.0),
     "0.0 * -1.0": lambda V: V(0.0) * -1.0,
