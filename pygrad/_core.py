@@ -1,9 +1,11 @@
 """The only module that touches the C extension: ``lib``, ``ffi`` and the one
 place where C status codes become Python exceptions."""
+import os
+
 from ._pygrad_c import ffi, lib
 
-__all__ = ["ffi", "lib", "check", "error_for", "PygradError", "StaleValueError",
-           "NodeLimitError"]
+__all__ = ["ffi", "lib", "check", "error_for", "set_node_limit", "PygradError",
+           "StaleValueError", "NodeLimitError"]
 
 
 class PygradError(Exception):
@@ -52,3 +54,24 @@ def check(status: int) -> int:
     if status < 0:
         raise error_for(status)
     return status
+
+
+def set_node_limit(limit):
+    """Cap the arena at `limit` live nodes (0: no cap, the default); making a
+    node past it raises NodeLimitError, a MemoryError.  Returns the old cap.
+    The environment variable PYGRAD_MAX_NODES sets it at import."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"the node limit is a non-negative int, not {limit!r}")
+    return check(lib.pg_set_node_limit(limit))
+
+
+def _limit_from_environment():
+    text = os.environ.get("PYGRAD_MAX_NODES", "").strip()
+    if text:
+        try:
+            set_node_limit(int(text))
+        except ValueError:
+            raise ValueError(f"PYGRAD_MAX_NODES must be a non-negative integer, not {text!r}") from None
+
+
+_limit_from_environment()
