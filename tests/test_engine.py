@@ -948,11 +948,23 @@ def test_subclass_custom_tanh_matches_builtin_tanh():
     assert close(x.grad, y.grad, rel=1e-13)
 
 
+def settle():
+    """Free everything freeable (custom-op cycles, dead Values); live node count."""
+    count = -1
+    for _ in range(50):
+        gc.collect()
+        pygrad.engine.collect_custom_ops()
+        now = pygrad.live_nodes()
+        if now == count:
+            return now
+        count = now
+    raise AssertionError("live node count never settled")
+
+
 def test_custom_op_graphs_built_and_dropped_repeatedly_stay_bounded():
     # micrograd-style closures refer back to their node (`out`): a cycle that
     # pygrad.engine.collect_custom_ops breaks as custom ops accumulate.
-    pygrad.engine.collect_custom_ops()
-    start = pygrad.live_nodes()
+    start = settle()
     peak = 0
     for i in range(20_000):
         x = Value(float(i % 7))
@@ -964,10 +976,7 @@ def test_custom_op_graphs_built_and_dropped_repeatedly_stay_bounded():
         del x, y, z
     # a leak of the graphs would be ~8 nodes per iteration: 160,000 nodes
     assert 0 < peak < 10_000, peak
-    for _ in range(3):  # one collect frees one level of nesting (see the xfail below)
-        pygrad.engine.collect_custom_ops()
-        pygrad.live_nodes()  # flushes the batched release of dead Values
-    assert pygrad.live_nodes() == start
+    assert settle() == start  # (one collect frees one level of nesting: see the xfail below)
 
 
 def _nested_cubes(depth):
@@ -983,8 +992,7 @@ def _nested_cubes(depth):
                                        "custom ops per call (freed parents' handles sit in "
                                        "the batched release queue)")
 def test_collect_custom_ops_frees_nested_custom_ops_in_one_call():
-    pygrad.engine.collect_custom_ops()
-    start = pygrad.live_nodes()
+    start = settle()
     _nested_cubes(5)
     assert pygrad.live_nodes() == start + 6  # 5 cubes held by their closures, and x
     pygrad.engine.collect_custom_ops()
@@ -994,17 +1002,13 @@ def test_collect_custom_ops_frees_nested_custom_ops_in_one_call():
 @pytest.mark.xfail(strict=True, reason="BUG: graphs of nested custom ops leak: each automatic "
                                        "collection frees only the outermost level")
 def test_nested_custom_op_graphs_built_and_dropped_repeatedly_stay_bounded():
-    pygrad.engine.collect_custom_ops()
-    start = pygrad.live_nodes()
+    start = settle()
     peak = 0
     for i in range(10_000):
         _nested_cubes(10)
         if i % 500 == 499:
             peak = max(peak, pygrad.live_nodes() - start)
-    for _ in range(12):
-        pygrad.engine.collect_custom_ops()
-        pygrad.live_nodes()
-    assert pygrad.live_nodes() == start
+    assert settle() == start
     assert peak < 10_000, peak  # a leak of the graphs would be 110,000 nodes
 
 
