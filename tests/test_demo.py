@@ -1,0 +1,47 @@
+"""The demo program and the benchmark run end to end (tiny sizes, no timing checks)."""
+import pathlib
+import struct
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_moons_demo_trains_and_writes_pngs(tmp_path):
+    pytest.importorskip("matplotlib", reason="the demo needs matplotlib")
+    pytest.importorskip("tqdm", reason="the demo needs tqdm")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "moons.py"), "--steps", "3",
+         "--micrograd-steps", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "pygrad: 3 steps in" in result.stdout
+    assert "micrograd:" in result.stdout and "faster" in result.stdout
+    for name in ("moons_decision_boundary.png", "moons_loss.png"):
+        width, height = png_size(tmp_path / name)
+        assert width > 200 and height > 200
+
+
+def test_bench_smoke_prints_a_ratio_for_every_engine(capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench
+    finally:
+        sys.path.pop(0)
+    rows = bench.main(["--smoke"])
+    output = capsys.readouterr().out
+    workloads = {workload for workload, _, _ in rows}
+    assert {w for w, engine, _ in rows if engine == "micrograd"} == workloads
+    assert all(seconds > 0 for _, _, seconds in rows)
+    assert output.count("| a * b |") == 2
+    assert "pygrad Replay + optim.SGD" in output
+    assert "`python bench/bench.py --smoke` on" in output
