@@ -94,7 +94,6 @@ int64_t pg_node_backward(int64_t h) { PG_LOCKED(node_backward(&pg_the_arena, h))
 typedef struct {
     uint32_t *order; /* NULL when the entry is free */
     uint32_t count;
-    uint32_t custom_ops; /* PG_OP_PYTHON nodes among them */
     uint32_t gen;
 } tape_t;
 
@@ -153,14 +152,10 @@ static int64_t tape_record(arena_t *A, int64_t h)
             return PG_ERR_ARG;
         }
     memcpy(order, A->walk_order, (size_t)count * sizeof *order);
-    uint32_t custom_ops = 0;
-    for (uint32_t i = 0; i < count; i++) {
+    for (uint32_t i = 0; i < count; i++)
         A->refs[order[i]]++;
-        custom_ops += A->op[order[i]] == PG_OP_PYTHON;
-    }
     tapes[slot].order = order;
     tapes[slot].count = count;
-    tapes[slot].custom_ops = custom_ops;
     return tape_id(slot);
 }
 
@@ -216,20 +211,30 @@ static int64_t tape_backward(arena_t *A, int64_t id, int64_t end)
     return 0;
 }
 
-static int64_t tape_custom_ops(int64_t id)
+/* Counted on every call: a node can become a custom op after recording
+ * (v._backward = fn), so a count kept from recording could be stale. */
+static uint32_t count_custom_ops(const arena_t *A, const tape_t *t)
+{
+    uint32_t custom_ops = 0;
+    for (uint32_t i = 0; i < t->count; i++)
+        custom_ops += A->op[t->order[i]] == PG_OP_PYTHON;
+    return custom_ops;
+}
+
+static int64_t tape_custom_ops(arena_t *A, int64_t id)
 {
     tape_t *t = tape_lookup(id);
-    return t ? (int64_t)t->custom_ops : PG_ERR_TAPE;
+    return t ? (int64_t)count_custom_ops(A, t) : PG_ERR_TAPE;
 }
 
 /* Recompute every node from its children, leaves first.  Custom ops cannot
- * be recomputed: a tape holding any is refused. */
+ * be recomputed: a tape holding any is refused, with nothing changed. */
 static int64_t tape_forward(arena_t *A, int64_t id)
 {
     tape_t *t = tape_lookup(id);
     if (!t)
         return PG_ERR_TAPE;
-    if (t->custom_ops)
+    if (count_custom_ops(A, t))
         return PG_NEED_PYTHON;
     for (uint32_t i = 0; i < t->count; i++) {
         int64_t rc = pg_op_forward(A, t->order[i]);
@@ -245,7 +250,7 @@ static int64_t tape_replay_backward(arena_t *A, int64_t id)
     tape_t *t = tape_lookup(id);
     if (!t)
         return PG_ERR_TAPE;
-    if (t->custom_ops)
+    if (count_custom_ops(A, t))
         return PG_NEED_PYTHON;
     for (uint32_t i = 0; i < t->count; i++)
         A->grad[t->order[i]] = 0.0;
@@ -271,7 +276,7 @@ static int64_t tape_diff(arena_t *A, int64_t id_a, int64_t id_b)
     return n;
 }
 
-int64_t pg_tape_custom_ops(int64_t tape) { PG_LOCKED(tape_custom_ops(tape)); }
+int64_t pg_tape_custom_ops(int64_t tape) { PG_LOCKED(tape_custom_ops(&pg_the_arena, tape)); }
 int64_t pg_tape_forward(int64_t tape) { PG_LOCKED(tape_forward(&pg_the_arena, tape)); }
 int64_t pg_tape_replay_backward(int64_t tape)
 {

@@ -496,6 +496,7 @@ class _Mag:
     __rmul__ = __mul__
 
     def __pow__(self, e):
+        e = float(e) if isinstance(e, np.generic) else e  # Python's semantics
         data = self.data ** e
         try:
             local, errors = abs(e * self.data ** (e - 1)), ()
