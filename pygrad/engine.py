@@ -265,7 +265,21 @@ class Value:
     # graph that made it is not saved, as with a torch tensor's grad_fn) ------
 
     def __reduce__(self):
-        return _restore, (type(self), self.data, self.grad), getattr(self, "__dict__", None)
+        return _restore, (type(self), self.data, self.grad), _subclass_state(self)
+
+
+def _subclass_state(value):
+    """A subclass's own attributes, in pickle's (dict, slots) form, or None."""
+    slots = {}
+    for cls in type(value).__mro__:
+        if cls is Value:
+            break
+        names = cls.__dict__.get("__slots__", ())
+        for name in (names,) if isinstance(names, str) else names:
+            if name not in ("__dict__", "__weakref__") and hasattr(value, name):
+                slots[name] = getattr(value, name)
+    attributes = getattr(value, "__dict__", None) or None
+    return (attributes, slots) if slots else attributes
 
 
 def _restore(cls, data, grad):
@@ -277,14 +291,18 @@ def _restore(cls, data, grad):
 
 class no_grad(contextlib.ContextDecorator):
     """Ops compute values without recording a graph (each result is a leaf), in
-    this thread, as torch.no_grad(): for inference, e.g. scoring a grid."""
+    this thread, as torch.no_grad(): for inference, e.g. scoring a grid.  A
+    context manager or a decorator; nests, and is safe across threads."""
+
+    def __init__(self):
+        self._saved = threading.local()  # each thread's stack of previous modes
 
     def __enter__(self):
-        self._previous = getattr(self, "_previous", []) + [lib.pg_set_grad_enabled(0)]
+        self._saved.__dict__.setdefault("modes", []).append(lib.pg_set_grad_enabled(0))
         return self
 
     def __exit__(self, *exc):
-        lib.pg_set_grad_enabled(self._previous.pop())
+        lib.pg_set_grad_enabled(self._saved.modes.pop())
         return False
 
 

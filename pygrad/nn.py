@@ -16,14 +16,17 @@ __all__ = ["Module", "Neuron", "Layer", "MLP"]
 
 _handle = attrgetter("_h")
 
-# Bumped by every change to a model's structure (a list of parameters, neurons
-# or layers mutated, or such an attribute assigned), so that cached parameter
-# handles are rebuilt, never stale.
+# Bumped by every change to a model's structure (one of its lists of
+# parameters, neurons or layers mutated, or any attribute assigned), so that an
+# MLP's cached parameter handles are rebuilt, never stale.
 _structure_version = [0]
 
 
 class _TrackedList(list):
-    """A list that bumps _structure_version whenever it is mutated."""
+    """A list that bumps _structure_version whenever it is mutated.  The nn
+    classes build their lists as these; a list a user assigns is kept as it is
+    (the same object, as in micrograd), and a model holding one is run without
+    the cache."""
 
     def _tracked(name):
         method = getattr(list, name)
@@ -47,8 +50,6 @@ class Module:
 
     def __setattr__(self, name, value):
         _structure_version[0] += 1
-        if type(value) is list:
-            value = _TrackedList(value)
         object.__setattr__(self, name, value)
 
     def zero_grad(self):
@@ -59,8 +60,9 @@ class Module:
         return []
 
     def named_parameters(self):
-        """(name, Value) pairs, named by path: 'layers.0.neurons.3.w.1'."""
-        return []
+        """(name, Value) pairs.  The nn classes name them by path
+        ('layers.0.neurons.3.w.1'); any other Module by position in parameters()."""
+        return [(str(i), p) for i, p in enumerate(self.parameters())]
 
     def state_dict(self):
         """Every parameter's value, as a plain float, by name."""
@@ -82,7 +84,7 @@ class Module:
 class Neuron(Module):
 
     def __init__(self, nin, nonlin=True):
-        self.w = [Value(random.uniform(-1, 1)) for _ in range(nin)]
+        self.w = _TrackedList(Value(random.uniform(-1, 1)) for _ in range(nin))
         self.b = Value(0)
         self.nonlin = nonlin
 
@@ -102,7 +104,7 @@ class Neuron(Module):
 class Layer(Module):
 
     def __init__(self, nin, nout, **kwargs):
-        self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
+        self.neurons = _TrackedList(Neuron(nin, **kwargs) for _ in range(nout))
 
     def __call__(self, x):
         out = _neurons_forward(self.neurons, x)
@@ -123,7 +125,8 @@ class MLP(Module):
 
     def __init__(self, nin, nouts):
         sz = [nin] + nouts
-        self.layers = [Layer(sz[i], sz[i+1], nonlin=i!=len(nouts)-1) for i in range(len(nouts))]
+        self.layers = _TrackedList(Layer(sz[i], sz[i+1], nonlin=i!=len(nouts)-1)
+                                   for i in range(len(nouts)))
 
     def __call__(self, x):
         plan = self._forward_plan()
@@ -160,9 +163,13 @@ class MLP(Module):
                 for name, p in layer.named_parameters()]
 
     def to_torch(self):
-        """An equivalent torch.nn.Sequential (Linear/ReLU, float64, same weights)."""
+        """An equivalent torch.nn.Sequential (Linear/ReLU, float64, same weights).
+        ValueError if the layers were edited into a shape Linear/ReLU can't hold."""
         import torch
 
+        if _MLPPlan.of(self, require_tracked=False).sizes is None:
+            raise ValueError(f"{self!r} is not a chain of Linear/ReLU layers (were its "
+                             "layers edited by hand?), so it has no torch equivalent")
         modules = []
         for layer in self.layers:
             nin, nout = len(layer.neurons[0].w), len(layer.neurons)
@@ -186,11 +193,16 @@ class _MLPPlan:
                  "_values")
 
     @classmethod
-    def of(cls, mlp):
+    def of(cls, mlp, require_tracked=True):
+        """The plan for `mlp`; plan.sizes is None when its layers don't chain
+        as Linear/ReLU layers, or (require_tracked) when a list in it is one a
+        user assigned, whose edits no cache would see."""
         plan = cls()
         plan.version = _structure_version[0]
         plan.sizes = None
         sizes, relu, values = [], [], []
+        if require_tracked and not _all_tracked(mlp):
+            return plan
         for layer in mlp.layers:
             neurons = layer.neurons
             if not neurons or any(bool(n.nonlin) != bool(neurons[0].nonlin) for n in neurons):
@@ -212,6 +224,12 @@ class _MLPPlan:
         plan.relu = ffi.new("int32_t[]", relu)
         plan.n_layers, plan.nin, plan.nout = len(relu), sizes[0], sizes[-1]
         return plan
+
+
+def _all_tracked(mlp):
+    lists = [mlp.layers] + [layer.neurons for layer in mlp.layers]
+    lists += [n.w for layer in mlp.layers for n in layer.neurons]
+    return all(type(x) is _TrackedList for x in lists)
 
 
 def _as_value(x):

@@ -84,8 +84,9 @@ class Replay:
         check(lib.pg_tape_replay_backward(self._live_tape()))
 
     def close(self):
-        """Let go of the recorded graph."""
+        """Let go of the recorded graph, and of the Values it was given."""
         tape, self._tape = self._tape, None
+        self.root, self.inputs, self._check = None, [], None
         if tape is not None:
             lib.pg_tape_free(tape)
 

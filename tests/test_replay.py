@@ -384,10 +384,6 @@ def test_replay_keeps_its_graph_alive_after_model_and_loss_are_dropped(moons):
     assert pygrad.live_nodes() == start
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Replay.close() frees the tape but keeps self.root (and self.inputs, "
-    "self._check), so the whole recorded graph stays alive until the Replay "
-    "object itself is collected (pygrad/replay.py, Replay.close)"))
 def test_close_releases_the_graph_while_the_replay_object_lives(moons):
     X, y = moons[0][:30], moons[1][:30]
     gc.collect()
