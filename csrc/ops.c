@@ -53,8 +53,9 @@ static int64_t py_pow(double base, double exponent, double *out)
     }
     int negate = 0;
     if (base < 0.0) {
-        if (exponent != floor(exponent))
-            return PG_ERR_COMPLEX; /* Python would return a complex number */
+        if (exponent != floor(exponent)) /* Python goes to complex pow, which */
+            return isinf(pow(-base, exponent)) /* raises if its modulus overflows */
+                       ? PG_ERR_OVERFLOW : PG_ERR_COMPLEX;
         base = -base;
         negate = is_odd_integer(exponent);
     }
@@ -429,7 +430,7 @@ static int64_t api_pow_const(int64_t ha, double k, int32_t flags)
     uint32_t a;
     if (!lookup(A, ha, &a))
         return PG_ERR_HANDLE;
-    if (flags & ~PG_FLAG_INT_EXPONENT)
+    if (flags & ~(PG_FLAG_INT_EXPONENT | PG_FLAG_BOOL_EXPONENT))
         return PG_ERR_ARG;
     return make_pow_const(A, a, k, (uint8_t)flags, NULL);
 }

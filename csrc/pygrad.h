@@ -45,6 +45,7 @@ enum pg_op {
 
 /* Node flags (pg_flags). */
 #define PG_FLAG_INT_EXPONENT 1   /* POW exponent was a Python int: '**2', not '**2.0' */
+#define PG_FLAG_BOOL_EXPONENT 2  /* ... a bool: '**True' */
 
 /* --- making nodes --------------------------------------------------------- */
 int64_t pg_leaf(double data);

@@ -172,7 +172,7 @@ class Value:
     def __sub__(self, other):  # self + (-other)
         if isinstance(other, Value):
             return _node(_sub(self._h, other._h))
-        return _node(_add_const(self._h, -_real(other)))
+        return _node(_add_const(self._h, _real(-other)))
 
     def __rsub__(self, other):  # other + (-self)
         return _node(_rsub_const(self._h, _real(other)))
@@ -308,6 +308,8 @@ class no_grad(contextlib.ContextDecorator):
 
 def _real_operand(k):
     """(k as float, flags) for a real-number exponent or base; None otherwise."""
+    if type(k) is bool:
+        return float(k), _INT_EXPONENT | lib.PG_FLAG_BOOL_EXPONENT
     if type(k) is int or isinstance(k, numbers.Integral):
         return float(k), _INT_EXPONENT
     if isinstance(k, numbers.Real):
@@ -322,8 +324,10 @@ def _op_of(h):
         return custom.op
     tag = check(lib.pg_op(h))
     if tag == lib.PG_OP_POW:
-        exponent = lib.pg_exponent(h)
-        if lib.pg_flags(h) & _INT_EXPONENT:
+        exponent, flags = lib.pg_exponent(h), lib.pg_flags(h)
+        if flags & lib.PG_FLAG_BOOL_EXPONENT:
+            return f"**{bool(exponent)}"
+        if flags & _INT_EXPONENT:
             return f"**{int(exponent)}"
         return f"**{exponent}"
     return _OP_NAMES[tag]
