@@ -21,14 +21,19 @@ process on the same workload, are the result.  Workloads:
                    torch float64 batched    the same MLP as one batched
                                             torch.nn.Sequential, 1 thread
   backward       backward() alone on that demo step's graph
+  deep chain     x = x * 1.0000001, N deep: build, backward, free (micrograd's
+                 recursive backward fails near 1,000 deep)
+  peak memory    extra peak RSS over 3 demo steps, each engine in its own process
 """
 import argparse
 import contextlib
 import gc
+import importlib.util
 import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 import timeit
@@ -76,18 +81,13 @@ def steady_state(step, warmup, steps):
     return statistics.median(times[warmup:])
 
 
-# --- the workloads: each returns seconds ---------------------------------------
+# --- the demo step, engine by engine: each builder sets up and returns step(k) ---
 
-def single_op(Value, number):
-    a, b = Value(2.0), Value(3.0)
-    return min(timeit.repeat(lambda: a * b, number=number, repeat=5)) / number
-
-
-def demo_step_eager(model, Value, X, y, warmup, steps):
-    return steady_state(lambda k: sgd_step(model, X, y, Value, k), warmup, steps)
+def eager_step(model, Value, X, y):
+    return lambda k: sgd_step(model, X, y, Value, k)
 
 
-def demo_step_optim(model, X, y, warmup, steps):
+def optim_step(model, X, y):
     optimizer = pygrad.optim.SGD(model.parameters(), lr=1.0)
 
     def step(k):
@@ -96,10 +96,10 @@ def demo_step_optim(model, X, y, warmup, steps):
         loss.backward()
         optimizer.lr = learning_rate(k)
         optimizer.step()
-    return steady_state(step, warmup, steps)
+    return step
 
 
-def demo_step_replay(model, X, y, warmup, steps):
+def replay_step(model, X, y):
     """The demo loss with its inputs and labels as leaves, recorded once."""
     xs = [[pygrad.Value(a), pygrad.Value(b)] for a, b in X]
     ys = [pygrad.Value(label) for label in y]
@@ -114,10 +114,10 @@ def demo_step_replay(model, X, y, warmup, steps):
         replay.backward()
         optimizer.lr = learning_rate(k)
         optimizer.step()
-    return steady_state(step, warmup, steps)
+    return step
 
 
-def demo_step_torch(model, X, y, warmup, steps):
+def torch_step(model, X, y):
     import torch
     torch.set_num_threads(1)
     net = model.to_torch()
@@ -134,7 +134,38 @@ def demo_step_torch(model, X, y, warmup, steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(k)
         optimizer.step()
-    return steady_state(step, warmup, steps)
+    return step
+
+
+def torch_available():
+    return importlib.util.find_spec("torch") is not None
+
+
+MG, PG = micrograd.engine.Value, pygrad.Value
+SLOW_ENGINES = ("micrograd", "pygrad.Value under micrograd.nn")
+
+
+def demo_engines():
+    """name -> builder(sizes, X, y) returning step(k)."""
+    engines = {
+        "micrograd": lambda sz, X, y: eager_step(micrograd_model(MG, sz), MG, X, y),
+        "pygrad.Value under micrograd.nn":
+            lambda sz, X, y: eager_step(micrograd_model(PG, sz), PG, X, y),
+        "pygrad.nn": lambda sz, X, y: eager_step(pygrad_model(sz), PG, X, y),
+        "pygrad.nn + optim.SGD": lambda sz, X, y: optim_step(pygrad_model(sz), X, y),
+        "pygrad Replay + optim.SGD": lambda sz, X, y: replay_step(pygrad_model(sz), X, y),
+    }
+    if torch_available():
+        engines["torch float64 batched (1 thread)"] = \
+            lambda sz, X, y: torch_step(pygrad_model(sz), X, y)
+    return engines
+
+
+# --- the other workloads: each returns seconds (None: the engine failed) -------
+
+def single_op(Value, number):
+    a, b = Value(2.0), Value(3.0)
+    return min(timeit.repeat(lambda: a * b, number=number, repeat=5)) / number
 
 
 def backward_only(model, Value, X, y, repeats):
@@ -147,12 +178,46 @@ def backward_only(model, Value, X, y, repeats):
     return statistics.median(times)
 
 
-def torch_available():
+def deep_chain(Value, depth):
+    start = time.perf_counter()
     try:
-        import torch  # noqa: F401
-        return True
-    except ImportError:
-        return False
+        x = leaf = Value(1.0)
+        for _ in range(depth):
+            x = x * 1.0000001
+        x.backward()
+        assert leaf.grad > 0
+        del x, leaf
+    except RecursionError:
+        return None
+    return time.perf_counter() - start
+
+
+def rss_kb(field):
+    """VmRSS (now) or VmHWM (peak) of this process, in kB, from /proc."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def memory_probe(engine, sizes, n_points):
+    """In this process: the peak RSS above the set-up, over 3 demo steps."""
+    X, y = make_moons(n_points, noise=0.1, seed=SEED)
+    step = demo_engines()[engine](sizes, X, y)
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM, so imports and set-up are not the peak
+    baseline = rss_kb("VmRSS")
+    for k in range(3):
+        step(k)
+    return (rss_kb("VmHWM") - baseline) * 1024
+
+
+def peak_memory(engine, sizes, n_points):
+    """memory_probe run in a fresh process, so engines do not share a peak."""
+    result = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--memory-probe", engine,
+         "--sizes", ",".join(map(str, sizes)), "--points", str(n_points)],
+        capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[-1])
 
 
 # --- the run --------------------------------------------------------------------
@@ -162,35 +227,32 @@ def run(mode):
     n_points = 10 if mode == "smoke" else 100
     op_number = {"smoke": 1000, "quick": 100_000}.get(mode, 300_000)
     warmup, steps = {"smoke": (1, 1), "quick": (2, 3)}.get(mode, (2, 7))
-    fast_steps = steps * 10  # the fast engines are timed over more steps
+    long_chain = {"smoke": 10_000, "quick": 1_000_000}.get(mode, 1_000_000)
     X, y = make_moons(n_points, noise=0.1, seed=SEED)
-    mg, pg = micrograd.engine.Value, pygrad.Value
+    rows = []  # (workload, engine, value, kind): kind "time" (s) or "memory" (bytes)
 
-    rows = [("a * b", "micrograd", single_op(mg, op_number)),
-            ("a * b", "pygrad.Value", single_op(pg, op_number))]
+    for engine, Value in (("micrograd", MG), ("pygrad.Value", PG)):
+        rows.append(("a * b", engine, single_op(Value, op_number), "time"))
 
     demo = f"demo step ({n_points} points, MLP(2, {sizes}))"
-    rows += [
-        (demo, "micrograd", demo_step_eager(micrograd_model(mg, sizes), mg, X, y, warmup, steps)),
-        (demo, "pygrad.Value under micrograd.nn",
-         demo_step_eager(micrograd_model(pg, sizes), pg, X, y, warmup, steps)),
-        (demo, "pygrad.nn", demo_step_eager(pygrad_model(sizes), pg, X, y, warmup, fast_steps)),
-        (demo, "pygrad.nn + optim.SGD", demo_step_optim(pygrad_model(sizes), X, y, warmup, fast_steps)),
-        (demo, "pygrad Replay + optim.SGD",
-         demo_step_replay(pygrad_model(sizes), X, y, warmup, fast_steps)),
-    ]
-    if torch_available():
-        rows.append((demo, "torch float64 batched (1 thread)",
-                     demo_step_torch(pygrad_model(sizes), X, y, warmup, fast_steps)))
+    for engine, build in demo_engines().items():
+        measured = steps if engine in SLOW_ENGINES else steps * 10
+        rows.append((demo, engine, steady_state(build(sizes, X, y), warmup, measured), "time"))
 
     repeats = max(steps, 3)
-    rows += [
-        ("backward (demo graph)", "micrograd",
-         backward_only(micrograd_model(mg, sizes), mg, X, y, repeats)),
-        ("backward (demo graph)", "pygrad.Value under micrograd.nn",
-         backward_only(micrograd_model(pg, sizes), pg, X, y, repeats)),
-        ("backward (demo graph)", "pygrad.nn", backward_only(pygrad_model(sizes), pg, X, y, repeats)),
-    ]
+    for engine, model, Value in (("micrograd", micrograd_model(MG, sizes), MG),
+                                 ("pygrad.Value under micrograd.nn", micrograd_model(PG, sizes), PG),
+                                 ("pygrad.nn", pygrad_model(sizes), PG)):
+        rows.append(("backward (demo graph)", engine,
+                     backward_only(model, Value, X, y, repeats), "time"))
+
+    for depth in (500, long_chain):
+        for engine, Value in (("micrograd", MG), ("pygrad.Value", PG)):
+            rows.append((f"deep chain, {depth:,} deep", engine, deep_chain(Value, depth), "time"))
+
+    for engine in demo_engines():
+        rows.append((f"peak memory, 3 demo steps", engine, peak_memory(engine, sizes, n_points),
+                     "memory"))
     gc.collect()
     return rows
 
@@ -205,21 +267,32 @@ def machine():
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
-def fmt_time(seconds):
+def fmt_value(value, kind):
+    if value is None:
+        return "fails (RecursionError)"
+    if kind == "memory":
+        return f"{value / 2**20:,.1f} MB"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.2f} {unit}"
-    return f"{seconds * 1e9:.0f} ns"
+        if value >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value * 1e9:.0f} ns"
 
 
 def table(rows, command):
-    """Markdown: each time, and its speed-up over micrograd on the same workload."""
-    baseline = {workload: t for workload, engine, t in rows if engine == "micrograd"}
+    """Markdown: each measurement, and micrograd's divided by it on the same
+    workload (how many times faster, or smaller)."""
+    baseline = {workload: v for workload, engine, v, _ in rows if engine == "micrograd"}
     lines = [f"`{command}` on {machine()}", "",
-             "| workload | engine | time | vs micrograd |", "|---|---|---:|---:|"]
-    for workload, engine, t in rows:
-        ratio = "1x" if engine == "micrograd" else f"**{baseline[workload] / t:,.1f}x**"
-        lines.append(f"| {workload} | {engine} | {fmt_time(t)} | {ratio} |")
+             "| workload | engine | measured | vs micrograd |", "|---|---|---:|---:|"]
+    for workload, engine, value, kind in rows:
+        base = baseline.get(workload)
+        if engine == "micrograd" and value is not None:
+            ratio = "1x"
+        elif value is None or base is None or value <= 0:
+            ratio = "-"
+        else:
+            ratio = f"**{base / value:,.1f}x**"
+        lines.append(f"| {workload} | {engine} | {fmt_value(value, kind)} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -228,7 +301,14 @@ def main(argv=None):
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="fewer repeats")
     group.add_argument("--smoke", action="store_true", help="tiny sizes: checks it runs")
+    parser.add_argument("--memory-probe", metavar="ENGINE", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="16,16,1", help=argparse.SUPPRESS)
+    parser.add_argument("--points", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_probe:  # the child process of peak_memory()
+        sizes = [int(n) for n in args.sizes.split(",")]
+        print(memory_probe(args.memory_probe, sizes, args.points))
+        return []
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     command = "python bench/bench.py" + {"smoke": " --smoke", "quick": " --quick"}.get(mode, "")
     rows = run(mode)
