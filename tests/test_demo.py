@@ -39,9 +39,13 @@ def test_bench_smoke_prints_a_ratio_for_every_engine(capsys):
         sys.path.pop(0)
     rows = bench.main(["--smoke"])
     output = capsys.readouterr().out
-    workloads = {workload for workload, _, _ in rows}
-    assert {w for w, engine, _ in rows if engine == "micrograd"} == workloads
-    assert all(seconds > 0 for _, _, seconds in rows)
+    workloads = {workload for workload, _, _, _ in rows}
+    assert {w for w, engine, _, _ in rows if engine == "micrograd"} == workloads
+    assert all(value is None or value >= 0 for _, _, value, _ in rows)
+    assert all(value > 0 for _, _, value, kind in rows if kind == "time" and value is not None)
+    # micrograd's recursive backward fails deep; pygrad's does not
+    deep = [(engine, value) for workload, engine, value, _ in rows if workload.startswith("deep chain, 10,000")]
+    assert deep == [("micrograd", None), ("pygrad.Value", deep[1][1])] and deep[1][1] > 0
     assert output.count("| a * b |") == 2
     assert "pygrad Replay + optim.SGD" in output
     assert "`python bench/bench.py --smoke` on" in output
