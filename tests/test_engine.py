@@ -101,6 +101,18 @@ def test_constructor_signature_matches_micrograd_positionally_and_by_keyword():
     assert w.data == 4.0 and w._op == "other" and w._prev == {a}
     leaf = Value(5.0, ())
     assert leaf._op == "" and leaf._prev == set()
+    listed = Value(6.0, [a, b, a], "fromlist")  # micrograd takes any iterable of children
+    assert listed._prev == {a, b} and listed._op == "fromlist"
+
+
+def test_equality_hashing_and_truth_are_micrograd_s_identity_semantics():
+    for V in (Value, MV):
+        a, b = V(2.0), V(2.0)
+        assert a == a and not (a == b) and a != b
+        assert not (a == 2.0) and a != 2.0
+        assert len({a, b, a}) == 2
+        assert {a: 1}[a] == 1
+        assert bool(V(0.0)) is True
 
 
 def test_data_and_grad_are_writable_floats():
@@ -141,7 +153,7 @@ def test_setting_data_or_grad_to_non_real_raises_type_error(bad):
 # operand in float32; pygrad holds doubles, so micrograd is given float(k) for it.
 OTHERS = [2, -3, 0, 0.5, -1.25, True, False, np.float64(2.5), np.int64(3), np.float32(0.75),
           np.float32(0.1)]
-SELF_DATA = [3.0, -2.0, 0.1, 0.0, 7]
+SELF_DATA = [3.0, -2.0, 0.1, 0.0, -0.0, 7]
 BINOPS = [operator.add, operator.sub, operator.mul, operator.truediv]
 INPLACE = [operator.iadd, operator.isub, operator.imul, operator.itruediv]
 
@@ -205,8 +217,10 @@ def test_value_op_itself_matches_micrograd(op):
     assert_same_outcome(lambda: run(Value), lambda: run(MV))
 
 
-@pytest.mark.parametrize("op", INPLACE, ids=lambda f: f.__name__)
-@pytest.mark.parametrize("k", [2, 0.5, True, np.float64(-1.5), "value"], ids=repr)
+@pytest.mark.parametrize("op, k", [(op, k) for op in INPLACE + [operator.ipow]
+                                   for k in (2, 0.5, True, np.float64(-1.5), "value")
+                                   if not (op is operator.ipow and k == "value")],
+                         ids=lambda x: getattr(x, "__name__", repr(x)))
 def test_inplace_ops_rebind_to_a_new_value_like_micrograd(op, k):
     v = Value(3.0)
     m = MV(3.0)
@@ -240,7 +254,7 @@ def test_numpy_scalar_on_either_side_gives_a_value(scalar):
 # Exponents micrograd accepts (int, float and their subclasses: bool, np.float64).
 POW_EXPONENTS = [2, 3, -1, -2, 0, 1, 0.5, 2.0, -1.5, 1 / 3, 10, True, False,
                  np.float64(1.5), np.float64(2.0), np.int64(2), np.float32(0.5)]
-POW_BASES = [3.0, 0.5, -2.0, 0.0, -0.0, 2, 1.0, -1.0, 1e-3]
+POW_BASES = [3.0, 0.5, -2.0, 0.0, -0.0, 2, 1.0, -1.0, 1e-3, 1e200, -1e200]
 
 
 def mg_exponent(k):
@@ -356,9 +370,9 @@ def test_op_strings_match_micrograd(build, op):
     assert p._op == op
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: v ** True gives _op '**1', micrograd '**True'")
 def test_pow_with_bool_exponent_op_string_matches_micrograd():
     assert (Value(3.0) ** True)._op == (MV(3.0) ** True)._op == "**True"
+    assert (Value(3.0) ** False)._op == (MV(3.0) ** False)._op == "**False"
 
 
 @pytest.mark.parametrize("build", [

@@ -204,18 +204,43 @@ def cube(x):
 
 
 def test_custom_ops_in_several_threads():
+    # The custom-op graphs are kept alive until every thread is done, so the
+    # automatic collection of dead custom ops finds nothing to free while the
+    # threads run (concurrent collection is the xfail below).
     start = settle()
+    alive = []
 
     def target(tid):
         out = []
-        for it in range(4000):
-            x = Value(1.0 + 1e-4 * (tid * 4000 + it))
+        for it in range(2000):
+            x = Value(1.0 + 1e-4 * (tid * 2000 + it))
             y = cube(x * 2.0) + x
             y.backward()
             out.append((y.data, x.grad))
+            alive.append(y)
         return out
 
     expected = [target(tid) for tid in range(N_THREADS)]
+    alive.clear()
+    settle()  # collect the serial run's custom ops now, not concurrently below
     results = run_threads(target)
+    alive.clear()
     assert results == expected
+    assert results[0][0] == (8.0 + 1.0, 3 * 4.0 * 2.0 + 1.0)
     assert settle() == start
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: two threads in collect_custom_ops can both judge "
+                                       "a node collectable; the second `del _custom_ops[h]` "
+                                       "raises KeyError")
+def test_custom_op_collection_in_several_threads_at_once():
+    start = settle()
+    for _ in range(8):  # the race is likeliest while the threads run in step
+        keep = [cube(Value(1.0)) for _ in range(10_000)]  # held: nothing to collect yet
+        del keep  # now 10,000 nodes are held only by their own closures
+
+        def target(tid):
+            pygrad.engine.collect_custom_ops()  # as Value() does when custom ops pile up
+
+        run_threads(target, n=4)
+        assert settle() == start
