@@ -29,7 +29,7 @@ _NEED_PYTHON = lib.PG_NEED_PYTHON
 _OP_NAMES = {lib.PG_OP_LEAF: "", lib.PG_OP_ADD: "+", lib.PG_OP_MUL: "*",
              lib.PG_OP_POWV: "**", lib.PG_OP_RELU: "ReLU", lib.PG_OP_TANH: "tanh",
              lib.PG_OP_EXP: "exp", lib.PG_OP_LOG: "log", lib.PG_OP_SIGMOID: "sigmoid",
-             lib.PG_OP_DOT: "dot"}
+             lib.PG_OP_DOT: "dot", lib.PG_OP_PYTHON: ""}
 
 
 def _real(x):
@@ -231,7 +231,7 @@ class Value:
 
     @property
     def _backward(self):
-        custom = _custom_ops.get(self._h)
+        custom = _custom_op(self._h)
         if custom is not None:
             return custom.backward or _no_backward
         return lambda: check(lib.pg_node_backward(self._h))
@@ -241,11 +241,11 @@ class Value:
         if not callable(fn):
             raise TypeError(f"_backward must be callable, not {type(fn).__name__}")
         h = self._h
-        custom = _custom_ops.get(h)
+        custom = _custom_op(h)
         if custom is None:  # a built-in op whose backward the user replaces
-            custom = _CustomOp(self._op)
+            op = self._op
             check(lib.pg_make_python(h))
-            _custom_ops[h] = custom
+            custom = _register_custom_op(h, op)
         custom.backward = fn
 
     # --- identity: two Values are equal when they are the same node ----------
@@ -319,7 +319,7 @@ def _real_operand(k):
 
 def _op_of(h):
     """micrograd's op string for node h: '+', '*', '**2', 'ReLU', '' ..."""
-    custom = _custom_ops.get(h)
+    custom = _custom_op(h)
     if custom is not None:
         return custom.op
     tag = check(lib.pg_op(h))
@@ -374,8 +374,30 @@ class _CustomOp:
         self.backward = backward
 
 
-_custom_ops = {}  # handle -> _CustomOp, for nodes tagged PG_OP_PYTHON
+# handle -> _CustomOp for nodes tagged PG_OP_PYTHON.  Entries of freed nodes
+# linger until C reports them, and a handle comes round again after 2**10
+# reuses of its slot: so an entry is trusted only for a node C tags as a custom
+# op, and C's reports are always taken before a new entry is made.  One lock
+# keeps reports, entries and collection in that order across threads.
+_custom_ops = {}
+_custom_lock = threading.RLock()  # re-entered when a dropped closure makes Values
 _collect_at = 1024
+
+
+def _custom_op(h):
+    """The registry entry of node h, if h is a live custom op."""
+    custom = _custom_ops.get(h)
+    if custom is not None and lib.pg_op(h) == lib.PG_OP_PYTHON:
+        return custom
+    return None
+
+
+def _register_custom_op(h, op):
+    with _custom_lock:
+        _forget_freed_custom_ops()  # a stale report of h must not outlive this entry
+        custom = _custom_ops[h] = _CustomOp(op)
+        _collect_custom_ops_if_due()
+    return custom
 
 
 def _init_custom(value, data, children, op):
@@ -386,11 +408,10 @@ def _init_custom(value, data, children, op):
         handles.append(child._h)
     if children or op:
         h = check(lib.pg_python_node(data, handles, len(handles)))
-        _custom_ops[h] = _CustomOp(op)
-        _collect_custom_ops_if_due()
+        value._h = h
+        _register_custom_op(h, op)
     else:
-        h = check(_leaf(data))
-    value._h = h
+        h = value._h = check(_leaf(data))
     _wrappers[h] = value
 
 
@@ -401,7 +422,7 @@ def _backward_through_custom_ops(root):
     try:
         end = check(lib.pg_tape_backward(tape, lib.pg_tape_length(tape)))
         while end:
-            custom = _custom_ops.get(lib.pg_tape_node(tape, end - 1))
+            custom = _custom_op(lib.pg_tape_node(tape, end - 1))
             if custom is not None and custom.backward is not None:
                 custom.backward()
             end = check(lib.pg_tape_backward(tape, end - 1))
@@ -410,13 +431,13 @@ def _backward_through_custom_ops(root):
 
 
 def _forget_freed_custom_ops():
-    buffer = ffi.new("int64_t[]", 1024)
-    while True:
-        count = lib.pg_take_freed_python(buffer, 1024)
+    """Drop the entries of custom-op nodes C has freed (call with the lock)."""
+    buffer = ffi.new("int64_t[]", 64)
+    count = 64
+    while count == 64:
+        count = lib.pg_take_freed_python(buffer, 64)
         for i in range(count):
             _custom_ops.pop(buffer[i], None)
-        if count < 1024:
-            return
 
 
 def _collect_custom_ops_if_due():
@@ -434,15 +455,19 @@ def collect_custom_ops():
     captured by its own ``_backward`` is garbage: drop the closure and the node
     goes with it.  Runs automatically as custom ops accumulate.
     """
-    _forget_freed_custom_ops()
-    for h in reversed(list(_custom_ops)):  # newest first: parents before children
-        if _held_only_by_own_backward(h):
-            del _custom_ops[h]
-    _forget_freed_custom_ops()
+    with _custom_lock:
+        release_dead_values()
+        _forget_freed_custom_ops()
+        for h in reversed(list(_custom_ops)):  # newest first: parents before children
+            if _held_only_by_own_backward(h):
+                del _custom_ops[h]  # the closure goes, and the Values it held
+                release_dead_values()  # ... and their nodes now, so the custom
+                # ops they were built on are free by the time the loop gets there
+        _forget_freed_custom_ops()
 
 
 def _held_only_by_own_backward(h):
-    custom = _custom_ops.get(h)
+    custom = _custom_op(h)
     if custom is None or lib.pg_parent_refs(h) != 0:
         return False
     fn = custom.backward

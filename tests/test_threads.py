@@ -206,7 +206,7 @@ def cube(x):
 def test_custom_ops_in_several_threads():
     # The custom-op graphs are kept alive until every thread is done, so the
     # automatic collection of dead custom ops finds nothing to free while the
-    # threads run (concurrent collection is the xfail below).
+    # threads run (concurrent collection is the next test).
     start = settle()
     alive = []
 
@@ -230,9 +230,6 @@ def test_custom_ops_in_several_threads():
     assert settle() == start
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: two threads in collect_custom_ops can both judge "
-                                       "a node collectable; the second `del _custom_ops[h]` "
-                                       "raises KeyError")
 def test_custom_op_collection_in_several_threads_at_once():
     start = settle()
     for _ in range(8):  # the race is likeliest while the threads run in step
