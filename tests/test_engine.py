@@ -7,7 +7,6 @@ accumulates gradients depends on set iteration order, so sums may round
 differently).  Where micrograd cannot (tanh, exp, log, sigmoid, Value
 exponents), closed forms and finite differences are the oracle.
 """
-import gc
 import math
 import operator
 import random
@@ -22,6 +21,7 @@ import pytest
 import pygrad
 import pygrad.engine
 from pygrad import Value
+from support import settle
 
 MV = micrograd.engine.Value
 
@@ -962,19 +962,6 @@ def test_subclass_custom_tanh_matches_builtin_tanh():
     assert close(x.grad, y.grad, rel=1e-13)
 
 
-def settle():
-    """Free everything freeable (custom-op cycles, dead Values); live node count."""
-    count = -1
-    for _ in range(50):
-        gc.collect()
-        pygrad.engine.collect_custom_ops()
-        now = pygrad.live_nodes()
-        if now == count:
-            return now
-        count = now
-    raise AssertionError("live node count never settled")
-
-
 def test_custom_op_graphs_built_and_dropped_repeatedly_stay_bounded():
     # micrograd-style closures refer back to their node (`out`): a cycle that
     # pygrad.engine.collect_custom_ops breaks as custom ops accumulate.
@@ -1046,6 +1033,8 @@ def test_builtin_node_on_a_reused_slot_is_not_taken_for_a_dead_custom_op():
             break
         del v
         pygrad.live_nodes()
+    else:
+        pytest.fail("the freed slot's handle never came round again")
     assert v._op == ""
     assert v._backward is not None
     w = v * 2.0

@@ -4,7 +4,6 @@ micrograd's backward is a recursive topological sort, so a chain ~1,000 deep
 already fails; pygrad's walk and its release of a dead graph are iterative.
 """
 import gc
-import os
 import random
 
 import micrograd.engine
@@ -12,28 +11,11 @@ import pytest
 
 import pygrad
 from pygrad import Value
+from support import settle, rss_bytes
 
 MV = micrograd.engine.Value
 
 DEPTH = 10_000_000
-
-
-def rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def settle():
-    """Free everything freeable (custom-op cycles, dead Values); live node count."""
-    count = -1
-    for _ in range(50):
-        gc.collect()
-        pygrad.engine.collect_custom_ops()
-        now = pygrad.live_nodes()
-        if now == count:
-            return now
-        count = now
-    raise AssertionError("live node count never settled")
 
 
 def test_micrograd_fails_on_a_5000_deep_chain():

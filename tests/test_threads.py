@@ -1,7 +1,6 @@
 """Threads: cffi releases the GIL around every C call, so several Python threads
 are inside pygrad's arena at once.  Each thread's results must be exactly those
 computed single-threaded, and no node may be lost or leaked."""
-import gc
 import math
 import sys
 import threading
@@ -11,6 +10,7 @@ import pytest
 import pygrad
 import pygrad.engine
 from pygrad import Value
+from support import settle
 
 N_THREADS = 6
 ITERATIONS = 400
@@ -23,19 +23,6 @@ def _fast_thread_switching():
     sys.setswitchinterval(1e-5)
     yield
     sys.setswitchinterval(old)
-
-
-def settle():
-    """Free everything freeable (custom-op cycles, dead Values); live node count."""
-    count = -1
-    for _ in range(50):
-        gc.collect()
-        pygrad.engine.collect_custom_ops()
-        now = pygrad.live_nodes()
-        if now == count:
-            return now
-        count = now
-    raise AssertionError("live node count never settled")
 
 
 def run_threads(target, n=N_THREADS):
