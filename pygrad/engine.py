@@ -62,7 +62,14 @@ def release_dead_values():
         count = len(_dead_handles)
         batch = _dead_handles[:count]
         del _dead_handles[:count]
-        lib.pg_release_many(batch, count)
+        try:
+            lib.pg_release_many(batch, count)
+        except (TypeError, OverflowError):  # a dead Value's _h was overwritten with
+            for h in batch:                # a non-handle: release the rest one by one
+                try:
+                    lib.pg_release(h)
+                except (TypeError, OverflowError):
+                    pass
     finally:
         _release_lock.release()
 
