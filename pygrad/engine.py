@@ -408,6 +408,9 @@ def _register_custom_op(h, op):
 
 
 def _init_custom(value, data, children, op):
+    if not isinstance(value, Value):  # Value.__init__(obj, ...): a node made for obj
+        # could not be stored in it, and would leak
+        raise TypeError(f"Value.__init__ initializes Values, not {type(value).__name__}")
     handles = []
     for child in children:
         if not isinstance(child, Value):

@@ -1002,6 +1002,15 @@ def test_uninitialized_values(healthy):
     assert settle() == healthy
 
 
+def test_value_init_on_something_that_is_not_a_value(healthy):
+    x = Value(1.0)
+    for target in (object(), 0, "s", [], MV(1.0)):
+        for args in ((1.0,), (1.0, (x,), "op"), (1.0, (), "op")):
+            with pytest.raises((TypeError, AttributeError)):
+                Value.__init__(target, *args)
+            assert pygrad.live_nodes() == healthy + 1  # nothing made, nothing leaked
+    del x
+
 
 @pytest.mark.xfail(strict=True, reason="BUG (open): running __init__ again on a live Value "
                                        "overwrites its handle without releasing the old node, "
@@ -1062,6 +1071,8 @@ def test_pickles_that_were_tampered_with(healthy):
     for data, grad in [("x", 0.0), (None, 0.0), (1.0, "y"), (1j, 0.0), ([1.0], 0.0)]:
         with pytest.raises(PYTHON_ERRORS):
             restore(Value, data, grad)
+    with pytest.raises(PYTHON_ERRORS):
+        restore(int, 1.0, 0.0)  # not a Value class
     assert settle() == healthy
 
 
