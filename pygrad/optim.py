@@ -13,7 +13,11 @@ __all__ = ["SGD", "Adam"]
 
 
 class Optimizer:
-    """Holds the parameters (keeping them alive) and their handles for C."""
+    """Holds the parameters (keeping them alive) and their handles for C.
+
+    The parameters are those given at construction: C reads their handles and
+    the per-parameter state from buffers sized then, so editing self.params
+    later changes nothing that step() and zero_grad() update."""
 
     def __init__(self, params):
         self.params = list(params)
@@ -22,15 +26,19 @@ class Optimizer:
         for p in self.params:
             if not isinstance(p, Value):
                 raise TypeError(f"{type(self).__name__} optimizes Values, not {type(p).__name__}")
-        self._handles = ffi.new("int64_t[]", [p._h for p in self.params])
+        self._hold(self.params)
+
+    def _hold(self, params):
+        self._held = tuple(params)  # the Values behind _handles, whatever self.params becomes
+        self._handles = ffi.new("int64_t[]", [p._h for p in self._held])
 
     def zero_grad(self):
-        check(lib.pg_zero_grad(self._handles, len(self.params)))
+        check(lib.pg_zero_grad(self._handles, len(self._held)))
 
     _buffers = ()  # names of this optimizer's per-parameter state arrays
 
     def _buffer(self):
-        return ffi.new("double[]", len(self.params))
+        return ffi.new("double[]", len(self._held))
 
     def __getstate__(self):  # C buffers are pickled as lists
         state = {k: v for k, v in self.__dict__.items() if k != "_handles"}
@@ -40,8 +48,11 @@ class Optimizer:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._handles = ffi.new("int64_t[]", [p._h for p in self.params])
+        self._hold(state.get("_held", self.params))
         for name in self._buffers:
+            if len(state[name]) != len(self._held):
+                raise ValueError(f"pickled {type(self).__name__} state does not match its "
+                                 f"{len(self._held)} parameters")
             setattr(self, name, ffi.new("double[]", state[name]))
 
 
@@ -56,7 +67,7 @@ class SGD(Optimizer):
         self._velocity = self._buffer()
 
     def step(self):
-        check(lib.pg_sgd_step(self._handles, self._velocity, len(self.params),
+        check(lib.pg_sgd_step(self._handles, self._velocity, len(self._held),
                               self.lr, self.momentum, self.weight_decay))
 
 
@@ -74,5 +85,5 @@ class Adam(Optimizer):
     def step(self):
         self.t += 1
         beta1, beta2 = self.betas
-        check(lib.pg_adam_step(self._handles, self._m, self._v, len(self.params), self.t,
+        check(lib.pg_adam_step(self._handles, self._m, self._v, len(self._held), self.t,
                                self.lr, beta1, beta2, self.eps, self.weight_decay))

@@ -1217,3 +1217,29 @@ def test_backward_on_tampered_children_of_a_custom_op(healthy):
 
 
 # --- optimizers and replays whose public lists are edited ---------------------------
+
+def test_optimizer_param_list_edits_do_not_reach_c(healthy):
+    # The optimizer's C buffers are sized at construction; appending to
+    # opt.params must not make C read or write past them.
+    ps = [Value(1.0) for _ in range(3)]
+    for make in (lambda: SGD(ps, lr=0.5, momentum=0.9, weight_decay=0.1),
+                 lambda: Adam(ps, lr=0.5), lambda: SGD(ps, lr=0.5)):
+        opt = make()
+        for p in ps:
+            p.grad = 1.0
+        extra = Value(5.0)
+        extra.grad = 1.0
+        opt.params.append(extra)
+        opt.params.extend(Value(1.0) for _ in range(100))
+        opt.step()
+        opt.zero_grad()
+        assert extra.data == 5.0 and extra.grad == 1.0  # not a parameter of this optimizer
+        assert all(p.grad == 0.0 for p in ps)
+        opt.params.clear()  # the optimizer keeps its parameters alive regardless
+        opt.params.append("not a Value")
+        opt.step()
+        pickle.loads(pickle.dumps(opt)).step()
+        del opt, extra
+    assert ps[0].data != 1.0
+    del ps, p
+    assert settle() == healthy
