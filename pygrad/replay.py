@@ -56,7 +56,9 @@ class Replay:
                 raise TypeError(f"Replay inputs are Values, not {type(value).__name__}")
         self._tape = _record(root)
         self.root = root
-        self._input_handles = ffi.new("int64_t[]", [v._h for v in self.inputs])
+        # what feed() hands C, fixed here: editing self.inputs later changes neither
+        self._input_values = tuple(self.inputs)
+        self._input_handles = ffi.new("int64_t[]", [v._h for v in self._input_values])
         self._thread = threading.get_ident()
         self._check = check
 
@@ -68,9 +70,10 @@ class Replay:
         """Set the inputs' data from a flat list or array of floats, in one call."""
         self._live_tape()
         buffer = _doubles(values)
-        if len(buffer) != len(self.inputs):
-            raise ValueError(f"feed() got {len(buffer)} values for {len(self.inputs)} inputs")
-        check(lib.pg_set_data_many(self._input_handles, buffer, len(self.inputs)))
+        count = len(self._input_values)
+        if len(buffer) != count:
+            raise ValueError(f"feed() got {len(buffer)} values for {count} inputs")
+        check(lib.pg_set_data_many(self._input_handles, buffer, count))
 
     def forward(self):
         """Recompute every node; returns the root's new value."""
@@ -87,6 +90,7 @@ class Replay:
         """Let go of the recorded graph, and of the Values it was given."""
         tape, self._tape = self._tape, None
         self.root, self.inputs, self._check = None, [], None
+        self._input_values = ()
         if tape is not None:
             lib.pg_tape_free(tape)
 

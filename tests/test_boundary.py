@@ -1243,3 +1243,21 @@ def test_optimizer_param_list_edits_do_not_reach_c(healthy):
     assert ps[0].data != 1.0
     del ps, p
     assert settle() == healthy
+
+
+def test_replay_input_list_edits_do_not_reach_c(healthy):
+    a, b = Value(1.0), Value(2.0)
+    loss = a * b + 1.0
+    step = pygrad.Replay(loss, inputs=[a])
+    step.inputs.append(b)
+    step.inputs.extend(Value(0.0) for _ in range(100))
+    with pytest.raises(ValueError):
+        step.feed([3.0, 4.0])  # the recorded replay has one input
+    step.feed([3.0])
+    assert step.forward() == 3.0 * 2.0 + 1.0 and b.data == 2.0
+    step.inputs.clear()
+    step.feed([5.0])
+    assert step.forward() == 11.0
+    step.close()
+    del a, b, loss, step
+    assert settle() == healthy
