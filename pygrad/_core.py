@@ -56,13 +56,24 @@ def check(status: int) -> int:
     return status
 
 
+# The cap as last set, and what runs when it changes (pygrad.engine releases
+# dead Values' nodes at once under a cap, so that only held nodes count).
+node_limit = 0
+on_node_limit = []
+
+
 def set_node_limit(limit):
     """Cap the arena at `limit` live nodes (0: no cap, the default); making a
     node past it raises NodeLimitError, a MemoryError.  Returns the old cap.
     The environment variable PYGRAD_MAX_NODES sets it at import."""
+    global node_limit
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"the node limit is a non-negative int, not {limit!r}")
-    return check(lib.pg_set_node_limit(limit))
+    old = check(lib.pg_set_node_limit(limit))
+    node_limit = limit
+    for hook in on_node_limit:
+        hook(limit)
+    return old
 
 
 def _limit_from_environment():

@@ -12,6 +12,7 @@ import sys
 import threading
 import weakref
 
+from . import _core
 from ._core import check, error_for, ffi, lib
 
 __all__ = ["Value", "no_grad", "live_nodes", "release_dead_values"]
@@ -72,6 +73,20 @@ def release_dead_values():
                     pass
     finally:
         _release_lock.release()
+
+
+def _release_batch_for(limit):
+    """Under a node limit, a dead Value's nodes are released as it dies, so the
+    limit counts only nodes something holds: with batched releases, the graphs
+    of up to 4,095 dead Values would count against it too, and a program
+    holding a handful of Values could hit the cap."""
+    global _RELEASE_BATCH
+    _RELEASE_BATCH = 1 if limit else 4096
+    release_dead_values()
+
+
+_core.on_node_limit.append(_release_batch_for)
+_release_batch_for(_core.node_limit)  # PYGRAD_MAX_NODES, read as _core was imported
 
 
 def live_nodes():
