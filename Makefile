@@ -7,14 +7,21 @@ CC ?= gcc
 CSRC = $(wildcard csrc/*.c)
 SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 CTEST_FLAGS = -std=c11 -g -O1 -Wall -Wextra -Werror -ffp-contract=off -DPG_DEBUG $(SANITIZE)
+# valgrind and ASan do not mix: valgrind runs the C tests built without sanitizers.
+PLAIN_FLAGS = -std=c11 -g -O1 -Wall -Wextra -Werror -ffp-contract=off -DPG_DEBUG
+VALGRIND = valgrind --quiet --error-exitcode=1 --leak-check=full
+PYTHON_BIN = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
+LIBASAN = $(shell $(CC) -print-file-name=libasan.so)
+ASAN_TESTS = test_boundary.py test_engine.py test_replay.py test_optim.py test_nn.py test_thread_stress.py
 
-.PHONY: demo test install test-deps demo-deps system-deps ctest pytest bench clean
+.PHONY: demo test install test-deps demo-deps system-deps ctest pytest valgrind valgrind-python \
+	asan-python bench clean
 
 demo: demo-deps install
 	$(PYTHON) examples/moons.py
 	$(PYTHON) bench/bench.py --quick
 
-test: test-deps install ctest pytest
+test: test-deps install ctest pytest valgrind valgrind-python asan-python
 
 install:
 	$(PIP) .
@@ -38,6 +45,30 @@ build/ctest/%: tests/c/%.c $(CSRC) csrc/pygrad.h csrc/arena.h
 
 ctest: build/ctest/test_arena
 	./build/ctest/test_arena
+
+build/ctest/%_plain: tests/c/%.c $(CSRC) csrc/pygrad.h csrc/arena.h
+	@mkdir -p build/ctest
+	$(CC) $(PLAIN_FLAGS) -Icsrc $< $(CSRC) -lm -lpthread -o $@
+
+# The C tests under memcheck (PG_TEST_QUICK: all but the 10,000,000-deep chain).
+valgrind: system-deps build/ctest/test_arena_plain
+	PG_TEST_QUICK=1 $(VALGRIND) --errors-for-leak-kinds=definite,indirect ./build/ctest/test_arena_plain
+
+# A tour of pygrad in Python under memcheck; CPython's and cffi's own noise is
+# suppressed in tests/valgrind-python.supp, nothing of pygrad's is.
+valgrind-python: system-deps install
+	cd tests && PYTHONMALLOC=malloc $(VALGRIND) --show-leak-kinds=definite --errors-for-leak-kinds=definite \
+	  --suppressions=valgrind-python.supp $(PYTHON_BIN) valgrind_workload.py
+
+# The extension built with ASan/UBSan from a fresh copy of the sources (no object
+# file shared with `make install`), and Python tests run against it.
+asan-python: test-deps
+	rm -rf build/asan && mkdir -p build/asan/src
+	cp -r setup.py pyproject.toml README.md csrc pygrad build/asan/src/
+	cd build/asan/src && CFLAGS="$(SANITIZE) -g" LDFLAGS="-fsanitize=address,undefined" \
+	  $(PIP) --no-deps --no-build-isolation --target ../site .
+	cd tests && LD_PRELOAD=$(LIBASAN) ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=../build/asan/site \
+	  $(PYTHON) -m pytest -q $(ASAN_TESTS)
 
 # From tests/, so that `import pygrad` finds the installed package, not ./pygrad.
 pytest:
