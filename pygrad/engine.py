@@ -124,10 +124,12 @@ class Value:
     def __del__(self, _dead=_dead_handles, _queue=_dead_handles.append):
         try:
             _queue(self._h)
+            if len(_dead) >= _RELEASE_BATCH:
+                release_dead_values()
         except AttributeError:  # __init__ raised before the node existed
-            return
-        if len(_dead) >= _RELEASE_BATCH:
-            release_dead_values()
+            pass
+        except TypeError:  # interpreter shutdown: this module's globals are gone
+            pass
 
     # --- the ops: micrograd's, then pygrad's own ------------------------------
 
