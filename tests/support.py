@@ -3,6 +3,7 @@ import gc
 import os
 
 import pygrad
+from pygrad import Value
 
 
 def settle():
@@ -22,3 +23,31 @@ def rss_bytes():
     """This process's resident set size, from /proc."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def readme_example(V):
+    """micrograd's README expression (also its test_more_ops), built with
+    Value class V; every node by name, before backward()."""
+    a = V(-4.0)
+    b = V(2.0)
+    c = a + b
+    d = a * b + b**3
+    c += c + 1
+    c += 1 + c + (-a)
+    d += d * 2 + (b + a).relu()
+    d += 3 * d + (b - a).relu()
+    e = c - d
+    f = e**2
+    g = f / 2.0
+    g += 10.0 / f
+    return dict(a=a, b=b, c=c, d=d, e=e, f=f, g=g)
+
+
+def cube(x, V=Value):
+    """A custom op written micrograd style: its closure refers back to `out`."""
+    out = V(x.data ** 3, (x,), "cube")
+
+    def _backward():
+        x.grad += 3 * x.data ** 2 * out.grad
+    out._backward = _backward
+    return out

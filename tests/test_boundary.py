@@ -16,14 +16,12 @@ import copy
 import gc
 import math
 import pickle
-import sys
 
 import micrograd.engine
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, invariant,
-                                 precondition, rule)
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import pygrad
 import pygrad.engine
@@ -31,7 +29,7 @@ from pygrad import Value
 from pygrad._core import PygradError, StaleValueError, ffi, lib
 from pygrad.nn import MLP
 from pygrad.optim import SGD, Adam
-from support import settle
+from support import readme_example, settle
 
 MV = micrograd.engine.Value
 
@@ -46,20 +44,9 @@ PYTHON_ERRORS = (TypeError, ValueError, OverflowError, AttributeError, PygradErr
 
 def reference_computation(V):
     """micrograd's README expression: (g.data, a.grad, b.grad)."""
-    a = V(-4.0)
-    b = V(2.0)
-    c = a + b
-    d = a * b + b**3
-    c += c + 1
-    c += 1 + c + (-a)
-    d += d * 2 + (b + a).relu()
-    d += 3 * d + (b - a).relu()
-    e = c - d
-    f = e**2
-    g = f / 2.0
-    g += 10.0 / f
-    g.backward()
-    return g.data, a.grad, b.grad
+    nodes = readme_example(V)
+    nodes["g"].backward()
+    return nodes["g"].data, nodes["a"].grad, nodes["b"].grad
 
 
 EXPECTED = reference_computation(MV)

@@ -48,6 +48,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import pygrad
+from support import readme_example
 
 MG = micrograd.engine.Value
 PG = pygrad.Value
@@ -97,21 +98,6 @@ def _close(m, p, rel=1e-12, abs_=1e-12, scale=0.0):
 
 # --- fixed expressions: micrograd's README and tests -----------------------------
 
-def readme_example(Value):
-    # micrograd's README example, which is also its test_more_ops.
-    a = Value(-4.0)
-    b = Value(2.0)
-    c = a + b
-    d = a * b + b**3
-    c += c + 1
-    c += 1 + c + (-a)
-    d += d * 2 + (b + a).relu()
-    d += 3 * d + (b - a).relu()
-    e = c - d
-    f = e**2
-    g = f / 2.0
-    g += 10.0 / f
-    return dict(a=a, b=b, c=c, d=d, e=e, f=f, g=g)
 
 
 def sanity_check(Value):

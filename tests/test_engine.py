@@ -21,7 +21,7 @@ import pytest
 import pygrad
 import pygrad.engine
 from pygrad import Value
-from support import settle
+from support import cube, settle
 
 MV = micrograd.engine.Value
 
@@ -747,13 +747,6 @@ def test_value_exponent_chain_matches_finite_difference():
 
 # --- 7. custom ops written micrograd style ---------------------------------------------
 
-def cube(V, x):
-    out = V(x.data ** 3, (x,), "cube")
-
-    def _backward():
-        x.grad += 3 * x.data ** 2 * out.grad
-    out._backward = _backward
-    return out
 
 
 def weighted3(V, a, b, c):
@@ -781,7 +774,7 @@ def sum_n(V, xs):
 def test_custom_op_gradient_through_backward():
     for V in (Value, MV):
         x = V(1.5)
-        y = cube(V, x)
+        y = cube(x, V)
         y.backward()
         assert y.data == 1.5 ** 3
         assert x.grad == 3 * 1.5 ** 2
@@ -789,7 +782,7 @@ def test_custom_op_gradient_through_backward():
 
 def test_custom_op_node_has_its_op_and_prev():
     x = Value(2.0)
-    y = cube(Value, x)
+    y = cube(x, Value)
     assert y._op == "cube" and y._prev == {x} and type(y) is Value
     w = weighted3(Value, x, Value(3.0), Value(4.0))
     assert w._op == "w3" and len(w._prev) == 3 and x in w._prev
@@ -807,10 +800,10 @@ def test_custom_op_backward_attribute_is_the_users_function():
 
 def _mixed(V):
     a, b, c = V(0.5), V(-1.5), V(2.0)
-    h = cube(V, a * b + c)                # custom over built-ins
+    h = cube(a * b + c, V)                # custom over built-ins
     w = weighted3(V, h, b, c.relu())      # custom with 3 children
     s = sum_n(V, [w, a, b, c, h * a, a])  # custom with 6 children, one repeated
-    loss = (s - 1) ** 2 + cube(V, s * 0.1) / b  # built-ins over customs
+    loss = (s - 1) ** 2 + cube(s * 0.1, V) / b  # built-ins over customs
     return [a, b, c], loss
 
 
@@ -831,7 +824,7 @@ def test_custom_ops_mixed_with_builtin_ops_match_micrograd():
 def test_custom_op_as_root_and_chained_custom_ops():
     for V in (Value, MV):
         x = V(1.1)
-        y = cube(V, cube(V, x))
+        y = cube(cube(x, V), V)
         y.backward()
         assert close(x.grad, 9 * 1.1 ** 8)
 
@@ -969,7 +962,7 @@ def test_custom_op_graphs_built_and_dropped_repeatedly_stay_bounded():
     peak = 0
     for i in range(20_000):
         x = Value(float(i % 7))
-        y = cube(Value, x * 0.5 + 1)
+        y = cube(x * 0.5 + 1, Value)
         z = weighted3(Value, y, x, Value(2.0))
         z.backward()
         if i % 500 == 499:
@@ -984,7 +977,7 @@ def _nested_cubes(depth):
     x = Value(1.01)
     y = x
     for _ in range(depth):
-        y = cube(Value, y)
+        y = cube(y, Value)
     y.backward()
     assert close(x.grad, 3 ** depth * 1.01 ** (3 ** depth - 1), rel=1e-9)
 
@@ -1011,7 +1004,7 @@ def test_nested_custom_op_graphs_built_and_dropped_repeatedly_stay_bounded():
 def test_custom_op_gradient_in_the_leak_loop_is_right():
     for i in range(50):
         x = Value(float(i % 7))
-        y = cube(Value, x * 0.5 + 1)
+        y = cube(x * 0.5 + 1, Value)
         z = weighted3(Value, y, x, Value(2.0))
         z.backward()
         u = 0.5 * x.data + 1

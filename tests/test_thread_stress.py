@@ -44,7 +44,7 @@ from pygrad import Value
 from pygrad._core import lib
 from pygrad.nn import MLP
 from pygrad.optim import SGD
-from support import settle
+from support import cube, settle
 
 N_THREADS = 8
 P = 16             # shared parameters
@@ -87,13 +87,6 @@ def shared_loss(shared, xs):
 
 # --- the private workload: every op, floats, a thread's own state ----------------------
 
-def cube(x):
-    out = Value(x.data ** 3, (x,), "cube")
-
-    def _backward():
-        x.grad += 3 * x.data ** 2 * out.grad
-    out._backward = _backward
-    return out
 
 
 class Private:

@@ -10,7 +10,7 @@ import pytest
 import pygrad
 import pygrad.engine
 from pygrad import Value
-from support import settle
+from support import cube, settle
 
 N_THREADS = 6
 ITERATIONS = 400
@@ -181,13 +181,6 @@ def _trace(root):
     return nodes
 
 
-def cube(x):
-    out = Value(x.data ** 3, (x,), "cube")
-
-    def _backward():
-        x.grad += 3 * x.data ** 2 * out.grad
-    out._backward = _backward
-    return out
 
 
 def test_custom_ops_in_several_threads():
