@@ -42,7 +42,7 @@ class _TrackedList(list):
         locals()[_name] = _tracked(_name)
     del _name, _tracked
 
-    def __reduce_ex__(self, protocol):  # pickles and copies as a plain list would
+    def __reduce_ex__(self, protocol):  # its items pickle as a list's do; it comes back tracked
         return _TrackedList, (list(self),)
 
 
