@@ -26,7 +26,6 @@ process on the same workload, are the result.  Workloads:
   peak memory    extra peak RSS over 3 demo steps, each engine in its own process
 """
 import argparse
-import contextlib
 import gc
 import importlib.util
 import os
@@ -44,20 +43,9 @@ import micrograd.nn
 import pygrad
 import pygrad.nn
 import pygrad.optim
-from pygrad.demo import learning_rate, make_moons, sgd_step, svm_loss
+from pygrad.demo import learning_rate, make_moons, micrograd_nn_using, sgd_step, svm_loss
 
 SEED = 1337
-
-
-@contextlib.contextmanager
-def micrograd_nn_using(Value):
-    """micrograd.nn, building its parameters as `Value` (micrograd's or pygrad's)."""
-    saved = micrograd.nn.Value
-    micrograd.nn.Value = Value
-    try:
-        yield micrograd.nn
-    finally:
-        micrograd.nn.Value = saved
 
 
 def micrograd_model(Value, sizes):
@@ -251,7 +239,7 @@ def run(mode):
             rows.append((f"deep chain, {depth:,} deep", engine, deep_chain(Value, depth), "time"))
 
     for engine in demo_engines():
-        rows.append((f"peak memory, 3 demo steps", engine, peak_memory(engine, sizes, n_points),
+        rows.append(("peak memory, 3 demo steps", engine, peak_memory(engine, sizes, n_points),
                      "memory"))
     gc.collect()
     return rows

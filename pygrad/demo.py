@@ -4,10 +4,11 @@ The loss is micrograd's demo notebook line for line, written against whatever
 ``Value`` class and model it is given, so that the same function drives
 micrograd, pygrad, and micrograd's own nn running on pygrad's Value.
 """
+import contextlib
 import math
 import random
 
-__all__ = ["make_moons", "svm_loss", "sgd_step", "learning_rate"]
+__all__ = ["make_moons", "svm_loss", "sgd_step", "learning_rate", "micrograd_nn_using"]
 
 
 def make_moons(n_samples=100, noise=0.1, seed=1337):
@@ -56,3 +57,18 @@ def sgd_step(model, X, y, Value, step):
     for p in model.parameters():
         p.data -= lr * p.grad
     return total_loss.data, accuracy
+
+
+@contextlib.contextmanager
+def micrograd_nn_using(Value):
+    """micrograd.nn building its parameters as `Value` (pygrad's, say), so that
+    micrograd's own nn classes drive another engine; restored on exit.  Needs
+    micrograd installed."""
+    import micrograd.nn
+
+    saved = micrograd.nn.Value
+    micrograd.nn.Value = Value
+    try:
+        yield micrograd.nn
+    finally:
+        micrograd.nn.Value = saved

@@ -15,15 +15,12 @@ a leak of one node a step would be 2,000 x ~70 bytes (arena) plus the Python
 objects around it; a leak of one step's graph (~20,000 nodes) would be
 hundreds of MB.  The bound leaves room for allocator noise only.
 """
-import contextlib
 import random
 
-import micrograd.nn
-import pytest
 
 import pygrad
 from pygrad import Value
-from pygrad.demo import learning_rate, make_moons, sgd_step, svm_loss
+from pygrad.demo import learning_rate, make_moons, micrograd_nn_using, sgd_step, svm_loss
 from pygrad.nn import MLP
 from pygrad.optim import SGD
 from support import rss_bytes, settle
@@ -70,19 +67,9 @@ def test_pygrad_nn_demo_2000_steps_in_constant_memory():
     assert growth < RSS_BOUND, f"RSS grew {growth / 2**20:.2f} MB from step 100 to 2,000"
 
 
-@contextlib.contextmanager
-def micrograd_nn_on_pygrad_values():
-    saved = micrograd.nn.Value
-    micrograd.nn.Value = Value
-    try:
-        yield micrograd.nn
-    finally:
-        micrograd.nn.Value = saved
-
-
 def test_micrograd_nn_on_pygrad_values_200_steps_in_constant_memory():
     random.seed(1337)
-    with micrograd_nn_on_pygrad_values() as nn:
+    with micrograd_nn_using(Value) as nn:
         model = nn.MLP(2, [16, 16, 1])
     assert all(type(p) is Value for p in model.parameters())
     losses, accuracies, growth = train(model, MICROGRAD_NN_STEPS, early=20)
