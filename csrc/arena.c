@@ -111,14 +111,6 @@ static int64_t take_slot(arena_t *A, uint32_t *slot)
     return PG_OK;
 }
 
-int64_t pg_node_incref(arena_t *A, uint32_t s)
-{
-    if (A->refs[s] == UINT32_MAX)
-        return PG_ERR_ARG;
-    A->refs[s]++;
-    return PG_OK;
-}
-
 int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
                     uint32_t arity, uint32_t *slot_out)
 {

@@ -76,8 +76,7 @@ void pg_unlock(void);
  * each child (slots already validated). */
 int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
                     uint32_t arity, uint32_t *slot_out);
-int64_t pg_node_incref(arena_t *A, uint32_t s);    /* internal reference */
-void pg_node_decref(arena_t *A, uint32_t s);
+void pg_node_decref(arena_t *A, uint32_t s);        /* internal reference */
 void pg_node_release(arena_t *A, uint32_t s);      /* external reference */
 int64_t pg_walk_reserve(arena_t *A);
 

@@ -51,7 +51,8 @@ def _real(x):
 # A dead Value's handle is queued here and released with the next batch: one
 # C call per _RELEASE_BATCH Values instead of one each.
 _dead_handles = []
-_RELEASE_BATCH = 4096
+_BATCH_WITHOUT_LIMIT = 4096
+_RELEASE_BATCH = _BATCH_WITHOUT_LIMIT
 _release_lock = threading.Lock()
 
 
@@ -81,7 +82,7 @@ def _release_batch_for(limit):
     of up to 4,095 dead Values would count against it too, and a program
     holding a handful of Values could hit the cap."""
     global _RELEASE_BATCH
-    _RELEASE_BATCH = 1 if limit else 4096
+    _RELEASE_BATCH = 1 if limit else _BATCH_WITHOUT_LIMIT
     release_dead_values()
 
 
