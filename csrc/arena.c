@@ -1,4 +1,5 @@
-/* The node arena: storage, handles, reference counts, reclamation. */
+/* The node arena: storage, handles, reference counts, reclamation, and the
+ * bookkeeping the Python layer's lifetime model (pygrad/_lifetime.py) needs. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -9,67 +10,166 @@
 arena_t pg_the_arena = {.free_head = NO_SLOT};
 static pthread_mutex_t arena_mutex = PTHREAD_MUTEX_INITIALIZER;
 
-void pg_lock(void) { pthread_mutex_lock(&arena_mutex); }
-void pg_unlock(void) { pthread_mutex_unlock(&arena_mutex); }
-
-/* no_grad is per thread, as in PyTorch. */
-static _Thread_local int grad_disabled;
-
-int pg_grad_enabled(void) { return !grad_disabled; }
-
-int64_t pg_set_grad_enabled(int64_t enabled)
-{
-    int64_t previous = !grad_disabled;
-    grad_disabled = !enabled;
-    return previous;
-}
+/* --- the lock, and fork ------------------------------------------------------
+ * A forked child inherits the mutex in whatever state the parent's threads
+ * left it.  So fork waits until no thread is inside the arena (prepare), and
+ * both processes then go on with it free: the child's copy of the arena is
+ * consistent because no call was half done. */
 
 #ifdef PG_DEBUG
-#include <assert.h>
-#define DEBUG_ASSERT(cond) assert(cond)
-#else
-#define DEBUG_ASSERT(cond) ((void)0)
+static _Thread_local int lock_depth;
+int pg_lock_held(void) { return lock_depth > 0; }
 #endif
 
-/* --- growth --------------------------------------------------------------- */
+static void lock_raw(void) { pthread_mutex_lock(&arena_mutex); }
+static void unlock_raw(void) { pthread_mutex_unlock(&arena_mutex); }
+
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+static void forget_other_threads(void);
+static void unlock_in_child(void)
+{
+    forget_other_threads();
+    unlock_raw();
+}
+static void install_fork_handlers(void) { pthread_atfork(lock_raw, unlock_raw, unlock_in_child); }
+
+void pg_lock(void)
+{
+    pthread_once(&fork_handlers_once, install_fork_handlers);
+    lock_raw();
+#ifdef PG_DEBUG
+    lock_depth++;
+#endif
+}
+
+void pg_unlock(void)
+{
+#ifdef PG_DEBUG
+    lock_depth--;
+#endif
+    unlock_raw();
+}
+
+/* --- grad mode ---------------------------------------------------------------
+ * Recording is off in a thread while it has active no_grad tokens.  A token
+ * keeps a reference to its thread's counter, so that releasing it from any
+ * thread (a gc destructor runs wherever the last reference dies), even after
+ * the thread ended, is safe. */
+
+typedef struct {
+    int64_t disabled; /* active tokens of this thread (atomic) */
+    int64_t refs;     /* the thread itself, and each token (atomic) */
+} grad_thread_t;
+
+struct pg_grad_off {
+    grad_thread_t *thread;
+    int active;
+};
+
+static _Thread_local grad_thread_t *this_thread;
+static pthread_key_t thread_exit_key;
+static pthread_once_t thread_exit_once = PTHREAD_ONCE_INIT;
+
+static void grad_thread_unref(grad_thread_t *t)
+{
+    if (__atomic_sub_fetch(&t->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(t);
+}
+
+static void on_thread_exit(void *t) { grad_thread_unref(t); }
+static void make_thread_exit_key(void) { pthread_key_create(&thread_exit_key, on_thread_exit); }
+
+static grad_thread_t *current_grad_thread(void)
+{
+    if (!this_thread) {
+        pthread_once(&thread_exit_once, make_thread_exit_key);
+        grad_thread_t *t = calloc(1, sizeof *t);
+        if (!t)
+            return NULL;
+        t->refs = 1;
+        if (pthread_setspecific(thread_exit_key, t) != 0) {
+            free(t);
+            return NULL;
+        }
+        this_thread = t;
+    }
+    return this_thread;
+}
+
+int64_t pg_grad_recording(void) { return pg_grad_enabled(); }
+
+int pg_grad_enabled(void)
+{
+    return !this_thread || __atomic_load_n(&this_thread->disabled, __ATOMIC_RELAXED) == 0;
+}
+
+pg_grad_off *pg_grad_off_new(void)
+{
+    grad_thread_t *t = current_grad_thread();
+    pg_grad_off *token = t ? malloc(sizeof *token) : NULL;
+    if (!token)
+        return NULL;
+    __atomic_add_fetch(&t->refs, 1, __ATOMIC_ACQ_REL);
+    token->thread = t;
+    token->active = 0;
+    return token;
+}
+
+int64_t pg_grad_off_start(pg_grad_off *token)
+{
+    if (!token || token->active || token->thread != this_thread)
+        return PG_ERR_ARG;
+    token->active = 1;
+    __atomic_add_fetch(&token->thread->disabled, 1, __ATOMIC_RELAXED);
+    return PG_OK;
+}
+
+void pg_grad_off_release(pg_grad_off *token)
+{
+    if (!token)
+        return;
+    if (token->active)
+        __atomic_sub_fetch(&token->thread->disabled, 1, __ATOMIC_RELAXED);
+    grad_thread_unref(token->thread);
+    free(token);
+}
+
+/* --- growth ------------------------------------------------------------------ */
 
 /* realloc `*p` to `count` elements of `size` bytes; leaves *p alone on failure. */
-static int grow_array(void *p, size_t count, size_t size)
+#define GROW(p, count) grow_array((void **)&(p), (p), (count), sizeof *(p))
+
+static int grow_array(void **slot, void *old, size_t count, size_t size)
 {
-    void **ptr = (void **)p;
-    void *q = realloc(*ptr, count * size);
+    void *q = realloc(old, count * size);
     if (!q)
         return 0;
-    *ptr = q;
+    *slot = q;
     return 1;
 }
 
-/* Double the slot arrays.  Handles stay valid: they are indices, not pointers. */
+/* Resize the slot arrays to `cap` (>= used).  Handles stay valid: they are
+ * indices, not pointers.  Every array is resized before capacity moves, so a
+ * failure part-way leaves some arrays larger than needed and nothing
+ * inconsistent. */
+static int64_t resize_slots(arena_t *A, size_t cap)
+{
+    if (!GROW(A->data, cap) || !GROW(A->grad, cap) || !GROW(A->exponent, cap) ||
+        !GROW(A->kids, cap) || !GROW(A->kids_ext, cap) || !GROW(A->arity, cap) ||
+        !GROW(A->gen, cap) || !GROW(A->refs, cap) || !GROW(A->ext, cap) ||
+        !GROW(A->mark, cap) || !GROW(A->link, cap) || !GROW(A->op, cap) ||
+        !GROW(A->flags, cap))
+        return PG_ERR_NOMEM;
+    A->capacity = (uint32_t)cap;
+    return PG_OK;
+}
+
 static int64_t grow_slots(arena_t *A)
 {
     if (A->capacity >= MAX_SLOTS)
         return PG_ERR_NOMEM;
     size_t cap = A->capacity ? (size_t)A->capacity * 2 : 1024;
-    if (cap > MAX_SLOTS)
-        cap = MAX_SLOTS;
-    /* Every array is grown before capacity moves, so a failure part-way
-     * leaves some arrays larger than needed and nothing inconsistent. */
-    if (!grow_array(&A->data, cap, sizeof *A->data) ||
-        !grow_array(&A->grad, cap, sizeof *A->grad) ||
-        !grow_array(&A->exponent, cap, sizeof *A->exponent) ||
-        !grow_array(&A->kids, cap, sizeof *A->kids) ||
-        !grow_array(&A->kids_ext, cap, sizeof *A->kids_ext) ||
-        !grow_array(&A->arity, cap, sizeof *A->arity) ||
-        !grow_array(&A->gen, cap, sizeof *A->gen) ||
-        !grow_array(&A->refs, cap, sizeof *A->refs) ||
-        !grow_array(&A->ext, cap, sizeof *A->ext) ||
-        !grow_array(&A->mark, cap, sizeof *A->mark) ||
-        !grow_array(&A->link, cap, sizeof *A->link) ||
-        !grow_array(&A->op, cap, sizeof *A->op) ||
-        !grow_array(&A->flags, cap, sizeof *A->flags))
-        return PG_ERR_NOMEM;
-    A->capacity = (uint32_t)cap;
-    return PG_OK;
+    return resize_slots(A, cap > MAX_SLOTS ? MAX_SLOTS : cap);
 }
 
 /* Size the graph-walk scratch for a walk over every live node. */
@@ -81,15 +181,53 @@ int64_t pg_walk_reserve(arena_t *A)
     size_t cap = A->walk_cap ? A->walk_cap : 1024;
     while (cap < need)
         cap *= 2;
-    if (!grow_array(&A->walk_order, cap, sizeof *A->walk_order) ||
-        !grow_array(&A->walk_stack, cap, sizeof *A->walk_stack) ||
-        !grow_array(&A->walk_next, cap, sizeof *A->walk_next))
+    if (!GROW(A->walk_order, cap) || !GROW(A->walk_stack, cap) || !GROW(A->walk_next, cap))
         return PG_ERR_NOMEM;
     A->walk_cap = cap;
     return PG_OK;
 }
 
-/* --- allocation and release ------------------------------------------------ */
+/* --- shrinking ----------------------------------------------------------------
+ * Slots cannot move (handles name them), so the arena shrinks from the top:
+ * when live nodes fall below an eighth of capacity, everything above the
+ * highest live slot is cut off and the free list is rebuilt in ascending
+ * order, so that new nodes fill the low slots first and the next shrink can
+ * cut more.  The walk scratch is dropped too; the next walk sizes it anew. */
+
+#define SHRINK_MIN 4096u
+
+void pg_arena_maybe_shrink(arena_t *A)
+{
+    /* An attempt scans every slot, so it waits for half a capacity of frees
+     * since the last one: O(1) per free, even when a few long-lived nodes
+     * high up keep blocking the cut. */
+    if (A->capacity <= SHRINK_MIN || A->live >= A->capacity / 8 ||
+        A->frees_since_shrink < A->capacity / 2)
+        return;
+    A->frees_since_shrink = 0;
+    uint32_t top = A->used;
+    while (top > 0 && A->op[top - 1] == PG_OP_FREE)
+        top--;
+    A->free_head = NO_SLOT;
+    for (uint32_t s = top; s-- > 0;)
+        if (A->op[s] == PG_OP_FREE) {
+            A->link[s] = A->free_head;
+            A->free_head = s;
+        }
+    A->used = top;
+    size_t cap = SHRINK_MIN;
+    while (cap < (size_t)top * 2)
+        cap *= 2;
+    if (cap < A->capacity)
+        resize_slots(A, cap); /* a failed shrink leaves the arena as it was */
+    free(A->walk_order);
+    free(A->walk_stack);
+    free(A->walk_next);
+    A->walk_order = A->walk_stack = A->walk_next = NULL;
+    A->walk_cap = 0;
+}
+
+/* --- allocation and release ---------------------------------------------------- */
 
 static int64_t take_slot(arena_t *A, uint32_t *slot)
 {
@@ -114,6 +252,7 @@ static int64_t take_slot(arena_t *A, uint32_t *slot)
 int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
                     uint32_t arity, uint32_t *slot_out)
 {
+    DEBUG_ASSERT(pg_lock_held());
     for (uint32_t i = 0; i < arity; i++)
         if (A->refs[kids[i]] > UINT32_MAX - arity)
             return PG_ERR_ARG; /* a reference count would overflow */
@@ -149,21 +288,8 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
     return handle_of(A, s);
 }
 
-static void remember_python_freed(arena_t *A, int64_t handle)
-{
-    if (A->py_freed_len == A->py_freed_cap) {
-        size_t cap = A->py_freed_cap ? A->py_freed_cap * 2 : 64;
-        if (!grow_array(&A->py_freed, cap, sizeof *A->py_freed))
-            return; /* the Python registry keeps one stale entry; harmless */
-        A->py_freed_cap = cap;
-    }
-    A->py_freed[A->py_freed_len++] = handle;
-}
-
 static void free_slot(arena_t *A, uint32_t s)
 {
-    if (A->op[s] == PG_OP_PYTHON)
-        remember_python_freed(A, handle_of(A, s));
     free(A->kids_ext[s]);
     A->kids_ext[s] = NULL;
 #ifdef PG_DEBUG
@@ -172,10 +298,12 @@ static void free_slot(arena_t *A, uint32_t s)
 #endif
     A->arity[s] = 0;
     A->op[s] = PG_OP_FREE;
+    A->flags[s] = 0;
     A->gen[s]++;
     A->link[s] = A->free_head;
     A->free_head = s;
     A->live--;
+    A->frees_since_shrink++;
 }
 
 /* Free `s` and, iteratively, every descendant that loses its last reference.
@@ -226,7 +354,282 @@ void pg_node_release(arena_t *A, uint32_t s)
         free_unreferenced(A, s);
 }
 
-/* --- the C API: references and node fields --------------------------------- */
+/* --- the nursery: handles handed to the Python layer -----------------------------------
+ * See "the Python layer" in pygrad.h.  Each entry owns the external reference
+ * that came with a handle, until a sweep promotes it (the Value kept it) or
+ * releases it.  A thread's latest handing-out call is "in flight" (its Values
+ * may not exist yet): the entries of in-flight calls, and of calls after the
+ * sweep began, are carried over to the next sweep. */
+
+#define NO_THREAD UINT64_MAX
+
+typedef struct {
+    int64_t handle;
+    uint64_t call;
+} nursery_entry_t;
+
+static nursery_entry_t *nursery;
+static size_t nursery_len, nursery_cap;
+static uint64_t calls;               /* handing-out calls so far: the ids of calls */
+static uint64_t *thread_call;        /* each thread's latest call; NO_THREAD: a free slot */
+static size_t thread_slots;
+static _Thread_local int64_t my_thread_slot = -1;
+static pthread_key_t my_thread_key;
+static pthread_once_t my_thread_key_once = PTHREAD_ONCE_INIT;
+/* the sweep in progress: entries before `sweep_mark`, calls not in flight */
+static uint64_t *sweep_in_flight;
+static size_t sweep_in_flight_len, sweep_mark;
+
+static void forget_thread(void *slot)
+{
+    pg_lock();
+    thread_call[(size_t)(intptr_t)slot - 1] = NO_THREAD;
+    pg_unlock();
+}
+
+static void make_thread_key(void) { pthread_key_create(&my_thread_key, forget_thread); }
+
+/* This thread's slot in thread_call, made on first use; -1 if out of memory. */
+static int64_t thread_slot(void)
+{
+    if (my_thread_slot >= 0)
+        return my_thread_slot;
+    pthread_once(&my_thread_key_once, make_thread_key);
+    size_t i = 0;
+    while (i < thread_slots && thread_call[i] != NO_THREAD)
+        i++;
+    if (i == thread_slots) {
+        size_t cap = thread_slots ? 2 * thread_slots : 8;
+        if (!GROW(thread_call, cap))
+            return -1;
+        for (size_t j = thread_slots; j < cap; j++)
+            thread_call[j] = NO_THREAD;
+        thread_slots = cap;
+    }
+    if (pthread_setspecific(my_thread_key, (void *)(intptr_t)(i + 1)) != 0)
+        return -1;
+    thread_call[i] = 0;
+    my_thread_slot = (int64_t)i;
+    return my_thread_slot;
+}
+
+/* In a forked child only the forking thread exists. */
+static void forget_other_threads(void)
+{
+    for (size_t i = 0; i < thread_slots; i++)
+        if ((int64_t)i != my_thread_slot)
+            thread_call[i] = NO_THREAD;
+    sweep_mark = 0; /* a sweep another thread had begun will not end */
+}
+
+int64_t pg_nursery_reserve(arena_t *A, size_t count)
+{
+    if (!A->python_layer || nursery_len + count <= nursery_cap)
+        return PG_OK;
+    size_t cap = nursery_cap ? nursery_cap : 1024;
+    while (cap < nursery_len + count)
+        cap *= 2;
+    return GROW(nursery, cap) ? PG_OK : PG_ERR_NOMEM;
+}
+
+int64_t pg_hand_out(arena_t *A, int64_t result, const int64_t *handles, size_t count,
+                    int referenced_stateful)
+{
+    if (result < 0 || !A->python_layer)
+        return result;
+    int64_t slot = thread_slot();
+    uint64_t call = ++calls;
+    if (slot >= 0)
+        thread_call[slot] = call;
+    DEBUG_ASSERT(nursery_len + count <= nursery_cap); /* pg_nursery_reserve'd */
+    for (size_t i = 0; i < count; i++)
+        nursery[nursery_len++] = (nursery_entry_t){handles[i], call};
+    if (referenced_stateful || nursery_len >= PG_SWEEP_EVERY)
+        return PG_PENDING + result;
+    return result;
+}
+
+int pg_any_stateful(const arena_t *A, const uint32_t *slots, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (A->flags[slots[i]] & FLAG_STATEFUL)
+            return 1;
+    return 0;
+}
+
+static int in_flight(uint64_t call)
+{
+    for (size_t i = 0; i < sweep_in_flight_len; i++)
+        if (sweep_in_flight[i] == call)
+            return 1;
+    return 0;
+}
+
+static int64_t sweep_begin(void)
+{
+    if (!GROW(sweep_in_flight, thread_slots ? thread_slots : 1))
+        return PG_ERR_NOMEM;
+    sweep_in_flight_len = 0;
+    for (size_t i = 0; i < thread_slots; i++)
+        if (thread_call[i] != NO_THREAD)
+            sweep_in_flight[sweep_in_flight_len++] = thread_call[i];
+    sweep_mark = nursery_len;
+    int64_t settled = 0;
+    for (size_t i = 0; i < sweep_mark; i++)
+        settled += !in_flight(nursery[i].call);
+    return settled;
+}
+
+static int by_value(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* In sorted[0..n), take one occurrence of h not taken yet (taken[i] set). */
+static int take_one(const int64_t *sorted, uint8_t *taken, size_t n, int64_t h)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sorted[mid] < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t i = lo; i < n && sorted[i] == h; i++)
+        if (!taken[i]) {
+            taken[i] = 1;
+            return 1;
+        }
+    return 0;
+}
+
+/* Release one external reference of handle h (a Value's, not the nursery's). */
+static void release_owned(arena_t *A, int64_t h)
+{
+    uint32_t s;
+    if (lookup(A, h, &s) && A->ext[s] > 0)
+        pg_node_release(A, s);
+}
+
+/* Each of kept takes one nursery entry of its handle (the reference is its
+ * Value's now); each of dropped releases one (or, with none left, a Value's
+ * own reference); the other entries made before the sweep began are
+ * released, unless in flight.  kept and dropped are sorted here: they are
+ * the Values Python looked at, usually far fewer than the entries. */
+static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dropped,
+                         int64_t n_dropped)
+{
+    if (n_kept < 0 || n_dropped < 0 || (n_kept && !kept) || (n_dropped && !dropped))
+        return PG_ERR_ARG;
+    uint8_t *taken = calloc((size_t)(n_kept + n_dropped) + 1, 1);
+    if (!taken)
+        return PG_ERR_NOMEM;
+    uint8_t *kept_taken = taken, *dropped_taken = taken + n_kept;
+    qsort(kept, (size_t)n_kept, sizeof *kept, by_value);
+    qsort(dropped, (size_t)n_dropped, sizeof *dropped, by_value);
+    size_t mark = sweep_mark < nursery_len ? sweep_mark : nursery_len, keep = 0;
+    int64_t released = 0;
+    for (size_t i = 0; i < mark; i++) {
+        int64_t h = nursery[i].handle;
+        if (take_one(kept, kept_taken, (size_t)n_kept, h))
+            continue; /* promoted: the reference stays, now the Value's */
+        if (!take_one(dropped, dropped_taken, (size_t)n_dropped, h) &&
+            in_flight(nursery[i].call)) {
+            nursery[keep++] = nursery[i];
+            continue;
+        }
+        release_owned(A, h); /* dropped, or lost on its way to a Value */
+        released++;
+    }
+    for (int64_t i = 0; i < n_dropped; i++)
+        if (!dropped_taken[i]) {
+            release_owned(A, dropped[i]); /* a Value's own reference */
+            released++;
+        }
+    free(taken);
+    /* entries made after the sweep began stay young */
+    memmove(nursery + keep, nursery + mark, (nursery_len - mark) * sizeof *nursery);
+    nursery_len = keep + (nursery_len - mark);
+    sweep_mark = 0;
+    pg_arena_maybe_shrink(A);
+    return released;
+}
+
+/* A handle's nursery entry, taken out (its reference goes to the caller); 0 if none. */
+static int take_entry(int64_t h)
+{
+    for (size_t i = nursery_len; i-- > 0;)
+        if (nursery[i].handle == h) {
+            if (i < sweep_mark)
+                sweep_mark--;
+            memmove(nursery + i, nursery + i + 1, (nursery_len - i - 1) * sizeof *nursery);
+            nursery_len--;
+            return 1;
+        }
+    return 0;
+}
+
+int64_t pg_sweep_begin(void) { PG_LOCKED(sweep_begin()); }
+
+int64_t pg_sweep_end(int64_t *kept, int64_t n_kept, int64_t *dropped, int64_t n_dropped)
+{
+    PG_LOCKED(sweep_end(&pg_the_arena, kept, n_kept, dropped, n_dropped));
+}
+
+static int64_t set_python_layer(arena_t *A, int64_t on)
+{
+    int64_t old = A->python_layer;
+    A->python_layer = on != 0;
+    return old;
+}
+
+int64_t pg_python_layer(int64_t on) { PG_LOCKED(set_python_layer(&pg_the_arena, on)); }
+
+/* --- stateful nodes ------------------------------------------------------------- */
+
+static int64_t set_stateful(arena_t *A, int64_t h)
+{
+    uint32_t s;
+    if (!lookup(A, h, &s))
+        return PG_ERR_HANDLE;
+    A->flags[s] |= FLAG_STATEFUL;
+    return A->refs[s];
+}
+
+int64_t pg_set_stateful(int64_t h) { PG_LOCKED(set_stateful(&pg_the_arena, h)); }
+
+/* The reference a stateful Value's gc object holds: the handle's nursery
+ * entry, or one more reference; as the handle plus one, so that it is never
+ * NULL.  Never dereferenced. */
+static pg_owned *owned_new(arena_t *A, int64_t h)
+{
+    uint32_t s;
+    if (!lookup(A, h, &s))
+        return NULL;
+    if (!take_entry(h)) {
+        if (A->ext[s] == UINT32_MAX)
+            return NULL;
+        A->ext[s]++;
+    }
+    return (pg_owned *)(intptr_t)(h + 1);
+}
+
+pg_owned *pg_owned_new(int64_t h)
+{
+    pg_lock();
+    pg_owned *ref = owned_new(&pg_the_arena, h);
+    pg_unlock();
+    return ref;
+}
+
+void pg_owned_release(pg_owned *ref)
+{
+    pg_release((int64_t)(intptr_t)ref - 1);
+}
+
+/* --- the C API: references and node fields ----------------------------------------- */
 
 static int64_t retain(arena_t *A, int64_t h)
 {
@@ -246,7 +649,9 @@ static int64_t release(arena_t *A, int64_t h)
     uint32_t s;
     if (!lookup(A, h, &s) || A->ext[s] == 0)
         return PG_ERR_HANDLE;
+    take_entry(h); /* if the nursery held this reference, it no longer does */
     pg_node_release(A, s);
+    pg_arena_maybe_shrink(A);
     return PG_OK;
 }
 
@@ -255,8 +660,14 @@ static int64_t release_many(arena_t *A, const int64_t *handles, int64_t count)
     if (count < 0 || (count > 0 && !handles))
         return PG_ERR_ARG;
     int64_t refused = 0;
-    for (int64_t i = 0; i < count; i++)
-        refused += release(A, handles[i]) < 0;
+    for (int64_t i = 0; i < count; i++) {
+        uint32_t s;
+        if (lookup(A, handles[i], &s) && A->ext[s] > 0)
+            pg_node_release(A, s);
+        else
+            refused++;
+    }
+    pg_arena_maybe_shrink(A);
     return refused;
 }
 
@@ -268,7 +679,7 @@ int64_t pg_release_many(const int64_t *handles, int64_t count)
 }
 
 /* Read one double field; NaN for a bad handle (pg_valid tells them apart). */
-static double read_field(const double *const *field, int64_t h)
+static double read_field(double *const *field, int64_t h)
 {
     pg_lock();
     uint32_t s;
@@ -288,9 +699,9 @@ static int64_t write_field(double *const *field, int64_t h, double value)
     return ok ? PG_OK : PG_ERR_HANDLE;
 }
 
-double pg_data(int64_t h) { return read_field((const double *const *)&pg_the_arena.data, h); }
-double pg_grad(int64_t h) { return read_field((const double *const *)&pg_the_arena.grad, h); }
-double pg_exponent(int64_t h) { return read_field((const double *const *)&pg_the_arena.exponent, h); }
+double pg_data(int64_t h) { return read_field(&pg_the_arena.data, h); }
+double pg_grad(int64_t h) { return read_field(&pg_the_arena.grad, h); }
+double pg_exponent(int64_t h) { return read_field(&pg_the_arena.exponent, h); }
 int64_t pg_set_data(int64_t h, double value) { return write_field(&pg_the_arena.data, h, value); }
 int64_t pg_set_grad(int64_t h, double value) { return write_field(&pg_the_arena.grad, h, value); }
 
@@ -324,7 +735,7 @@ static int64_t read_int_field(arena_t *A, int64_t h, enum node_field field)
         return PG_ERR_HANDLE;
     switch (field) {
     case FIELD_OP: return A->op[s];
-    case FIELD_FLAGS: return A->flags[s];
+    case FIELD_FLAGS: return A->flags[s] & (PG_FLAG_INT_EXPONENT | PG_FLAG_BOOL_EXPONENT);
     case FIELD_ARITY: return A->arity[s];
     case FIELD_REFS: return A->refs[s];
     case FIELD_EXT: return A->ext[s];
@@ -349,15 +760,19 @@ static int64_t child_retain(arena_t *A, int64_t h, int64_t i)
     uint32_t c = children_of(A, s)[i];
     if (A->ext[c] == UINT32_MAX)
         return PG_ERR_ARG;
+    if (pg_nursery_reserve(A, 1) < 0)
+        return PG_ERR_NOMEM;
     A->ext[c]++;
-    return handle_of(A, c);
+    int64_t child = handle_of(A, c);
+    return pg_hand_out(A, child, &child, 1, 0);
 }
 
 int64_t pg_child_retain(int64_t h, int64_t i) { PG_LOCKED(child_retain(&pg_the_arena, h, i)); }
 
-/* --- bookkeeping ----------------------------------------------------------- */
+/* --- bookkeeping ------------------------------------------------------------------ */
 
 int64_t pg_live_nodes(void) { PG_LOCKED((int64_t)pg_the_arena.live); }
+int64_t pg_slots_in_use(void) { PG_LOCKED((int64_t)pg_the_arena.used); }
 
 static int64_t set_node_limit(arena_t *A, int64_t limit)
 {
@@ -369,19 +784,3 @@ static int64_t set_node_limit(arena_t *A, int64_t limit)
 }
 
 int64_t pg_set_node_limit(int64_t limit) { PG_LOCKED(set_node_limit(&pg_the_arena, limit)); }
-
-static int64_t take_freed_python(arena_t *A, int64_t *out, int64_t cap)
-{
-    if (cap < 0 || (cap > 0 && !out))
-        return PG_ERR_ARG;
-    size_t n = A->py_freed_len < (size_t)cap ? A->py_freed_len : (size_t)cap;
-    A->py_freed_len -= n;
-    if (n)
-        memcpy(out, A->py_freed + A->py_freed_len, n * sizeof *out);
-    return (int64_t)n;
-}
-
-int64_t pg_take_freed_python(int64_t *out, int64_t cap)
-{
-    PG_LOCKED(take_freed_python(&pg_the_arena, out, cap));
-}

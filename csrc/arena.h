@@ -6,6 +6,11 @@
 #define NO_SLOT UINT32_MAX
 #define MAX_SLOTS (UINT32_MAX - 1u)
 
+/* Flags the C core keeps for the Python layer (bits above the POW flags of
+ * pygrad.h); pg_pow_const never accepts them from a caller. */
+#define FLAG_STATEFUL 0x10        /* the node has Python state (pg_set_stateful) */
+#define FLAG_CUSTOM_BACKWARD 0x20 /* a Python backward replaces the built-in one */
+
 /* Nodes live in parallel arrays indexed by slot.  Slots [0, used) have been
  * handed out at least once; freed ones are chained through `link`. */
 typedef struct {
@@ -17,22 +22,24 @@ typedef struct {
     uint32_t *arity;       /* number of children */
     uint32_t *gen;         /* generation: bumped on free, checked on every lookup */
     uint32_t *refs;        /* references from parents and tapes: exact, C-managed */
-    uint32_t *ext;         /* references from handles held outside (Python Values);
-                            * kept apart so that a misbehaving caller's extra
-                            * release can never free a node a parent still uses */
+    uint32_t *ext;         /* references held by Python (pins and gc owners); kept
+                            * apart so that a misbehaving caller's extra release
+                            * can never free a node a parent still uses */
     uint32_t *mark;        /* epoch of the last graph walk that visited the node */
     uint32_t *link;        /* free list / release worklist chain */
     uint8_t *op;           /* enum pg_op */
-    uint8_t *flags;        /* PG_FLAG_* */
+    uint8_t *flags;        /* PG_FLAG_* and FLAG_* */
     uint32_t capacity, used, free_head;
     uint64_t live, limit;  /* limit 0 = none */
+    uint64_t frees_since_shrink; /* paces pg_arena_maybe_shrink */
     uint32_t epoch;
     /* scratch for graph walks, sized to `live` on demand */
     uint32_t *walk_order, *walk_stack, *walk_next;
     size_t walk_cap;
-    /* handles of freed custom-op nodes, for the Python registry to forget */
-    int64_t *py_freed;
-    size_t py_freed_len, py_freed_cap;
+    /* bumped whenever a node gets a custom backward, so that a tape knows when
+     * its count of custom ops may be stale */
+    uint64_t custom_epoch;
+    int python_layer; /* pg_python_layer: handles go through the nursery (arena.c) */
 } arena_t;
 
 static inline const uint32_t *children_of(const arena_t *A, uint32_t s)
@@ -40,29 +47,36 @@ static inline const uint32_t *children_of(const arena_t *A, uint32_t s)
     return A->arity[s] > 2 ? A->kids_ext[s] : A->kids[s];
 }
 
-/* A handle is (slot << GEN_BITS) | (generation mod 2^GEN_BITS).  Generation in
- * the low bits keeps handles of the first million slots under 2^30, where
- * Python's ints are one digit and cross the cffi boundary fastest; a stale
- * handle goes unnoticed only if its slot was reused a multiple of 1024 times. */
-#define GEN_BITS 10
-#define GEN_MASK ((1u << GEN_BITS) - 1)
+/* A handle is (slot << PG_GEN_BITS) | (generation mod 2^PG_GEN_BITS).
+ * Generation in the low bits keeps handles of the first million slots under
+ * 2^30, where Python's ints are one digit and cross the cffi boundary
+ * fastest; a stale handle goes unnoticed only if its slot was reused a
+ * multiple of 1024 times. */
+#define GEN_MASK ((1u << PG_GEN_BITS) - 1)
 
 static inline int64_t handle_of(const arena_t *A, uint32_t s)
 {
-    return ((int64_t)s << GEN_BITS) | (A->gen[s] & GEN_MASK);
+    return ((int64_t)s << PG_GEN_BITS) | (A->gen[s] & GEN_MASK);
 }
 
 /* Resolve a handle to a live slot, or return 0. */
 static inline int lookup(const arena_t *A, int64_t h, uint32_t *slot)
 {
-    if (h < 0 || h >= ((int64_t)1 << (32 + GEN_BITS)))
+    if (h < 0 || h >= ((int64_t)1 << (32 + PG_GEN_BITS)))
         return 0;
-    uint32_t s = (uint32_t)(h >> GEN_BITS);
+    uint32_t s = (uint32_t)(h >> PG_GEN_BITS);
     if (s >= A->used || (A->gen[s] & GEN_MASK) != (uint32_t)(h & GEN_MASK) ||
         A->op[s] == PG_OP_FREE)
         return 0;
     *slot = s;
     return 1;
+}
+
+/* A custom op, or a built-in op whose backward Python replaced: backward()
+ * hands these to Python, and a replay cannot run them. */
+static inline int runs_custom_backward(const arena_t *A, uint32_t s)
+{
+    return A->op[s] == PG_OP_CUSTOM || (A->flags[s] & FLAG_CUSTOM_BACKWARD);
 }
 
 /* Shared between the .c files; not part of the C API (pygrad.h).  Callers of
@@ -72,6 +86,9 @@ static inline int lookup(const arena_t *A, int64_t h, uint32_t *slot)
 extern arena_t pg_the_arena;
 void pg_lock(void);
 void pg_unlock(void);
+#ifdef PG_DEBUG
+int pg_lock_held(void);
+#endif
 /* A new node with one external reference, holding an internal reference to
  * each child (slots already validated). */
 int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
@@ -79,6 +96,21 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
 void pg_node_decref(arena_t *A, uint32_t s);        /* internal reference */
 void pg_node_release(arena_t *A, uint32_t s);      /* external reference */
 int64_t pg_walk_reserve(arena_t *A);
+/* Give memory back once live nodes are far below capacity. */
+void pg_arena_maybe_shrink(arena_t *A);
+
+/* What a call that hands handles[0..count) to the Python layer returns:
+ * `result` (a handle or PG_OK; an error is returned as it is), made
+ * PG_PENDING + result when the Python layer has work to do first: a sweep is
+ * due, or `referenced_stateful` (a stateful node was given a parent or a
+ * tape: Python must hold its state).  The handles' references go to the
+ * nursery, which must have room (pg_nursery_reserve before making them). */
+#define PG_PENDING (-((int64_t)1 << PG_PENDING_SHIFT))
+int64_t pg_hand_out(arena_t *A, int64_t result, const int64_t *handles, size_t count,
+                    int referenced_stateful);
+int64_t pg_nursery_reserve(arena_t *A, size_t count);
+/* 1 if any of slots[0..count) is stateful. */
+int pg_any_stateful(const arena_t *A, const uint32_t *slots, size_t count);
 
 /* Make `s` a leaf: drop its children (no_grad keeps values, not graphs). */
 void pg_node_detach(arena_t *A, uint32_t s);
@@ -106,3 +138,10 @@ int pg_lookup_all(const arena_t *A, const int64_t *handles, int64_t count, uint3
         pg_unlock();                    \
         return locked_result_;          \
     } while (0)
+
+#ifdef PG_DEBUG
+#include <assert.h>
+#define DEBUG_ASSERT(cond) assert(cond)
+#else
+#define DEBUG_ASSERT(cond) ((void)0)
+#endif

@@ -21,6 +21,7 @@ ffibuilder.set_source(
     '#include <stdint.h>\n#include "pygrad.h"\n',
     # Relative paths: setuptools wants them relative to setup.py.
     sources=[f"csrc/{name}" for name in SOURCES],
+    depends=["csrc/pygrad.h", "csrc/arena.h"],  # rebuild when a header changes
     include_dirs=["csrc"],
     extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-Wall", "-Wextra"],
     libraries=["m", "pthread"],

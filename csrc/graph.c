@@ -9,7 +9,7 @@
 /* Post-order DFS from `root` into A->walk_order, children before parents, the
  * root last.  Iterative, with an explicit stack, so depth costs no C stack.
  * Marks are stamped with a fresh epoch, so nothing is cleared between walks. */
-static int64_t topo_sort(arena_t *A, uint32_t root, uint32_t *count, int *has_python)
+static int64_t topo_sort(arena_t *A, uint32_t root, uint32_t *count, uint32_t *custom_ops)
 {
     int64_t rc = pg_walk_reserve(A);
     if (rc < 0)
@@ -20,8 +20,7 @@ static int64_t topo_sort(arena_t *A, uint32_t root, uint32_t *count, int *has_py
     }
     const uint32_t epoch = A->epoch;
     uint32_t *order = A->walk_order, *stack = A->walk_stack, *next = A->walk_next;
-    uint32_t n_order = 0, depth = 0;
-    int python = 0;
+    uint32_t n_order = 0, depth = 0, customs = 0;
 
     A->mark[root] = epoch;
     stack[depth] = root;
@@ -36,13 +35,13 @@ static int64_t topo_sort(arena_t *A, uint32_t root, uint32_t *count, int *has_py
                 next[depth++] = 0;
             }
         } else {
-            python |= A->op[node] == PG_OP_PYTHON;
+            customs += runs_custom_backward(A, node);
             order[n_order++] = node;
             depth--;
         }
     }
     *count = n_order;
-    *has_python = python;
+    *custom_ops = customs;
     return PG_OK;
 }
 
@@ -60,15 +59,14 @@ static int64_t sweep(arena_t *A, const uint32_t *order, uint32_t count)
 
 static int64_t backward(arena_t *A, int64_t h)
 {
-    uint32_t root, count;
-    int has_python;
+    uint32_t root, count, custom_ops;
     if (!lookup(A, h, &root))
         return PG_ERR_HANDLE;
-    int64_t rc = topo_sort(A, root, &count, &has_python);
+    int64_t rc = topo_sort(A, root, &count, &custom_ops);
     if (rc < 0)
         return rc;
-    if (has_python)
-        return PG_NEED_PYTHON;
+    if (custom_ops)
+        return PG_CUSTOM_OPS;
     A->grad[root] = 1.0;
     return sweep(A, A->walk_order, count);
 }
@@ -78,9 +76,7 @@ static int64_t node_backward(arena_t *A, int64_t h)
     uint32_t s;
     if (!lookup(A, h, &s))
         return PG_ERR_HANDLE;
-    if (A->op[s] == PG_OP_PYTHON)
-        return PG_NEED_PYTHON;
-    return pg_op_backward(A, s);
+    return pg_op_backward(A, s); /* a custom op has no built-in step: a no-op */
 }
 
 int64_t pg_backward(int64_t root) { PG_LOCKED(backward(&pg_the_arena, root)); }
@@ -95,7 +91,12 @@ typedef struct {
     uint32_t *order; /* NULL when the entry is free */
     uint32_t count;
     uint32_t gen;
+    uint32_t custom_ops;   /* how many of its nodes run a Python backward ... */
+    uint64_t custom_epoch; /* ... as counted at this arena custom_epoch */
 } tape_t;
+
+/* Tape ids are gen << 32 | index, under 2^52: far from PG_PENDING's range. */
+#define TAPE_GEN_MASK 0xfffffu
 
 static tape_t *tapes;
 static uint32_t tape_slots;
@@ -134,11 +135,10 @@ static int64_t tape_slot(uint32_t *slot)
 
 static int64_t tape_record(arena_t *A, int64_t h)
 {
-    uint32_t root, count, slot;
-    int has_python;
+    uint32_t root, count, slot, custom_ops;
     if (!lookup(A, h, &root))
         return PG_ERR_HANDLE;
-    int64_t rc = topo_sort(A, root, &count, &has_python);
+    int64_t rc = topo_sort(A, root, &count, &custom_ops);
     if (rc < 0)
         return rc;
     if ((rc = tape_slot(&slot)) < 0)
@@ -156,7 +156,10 @@ static int64_t tape_record(arena_t *A, int64_t h)
         A->refs[order[i]]++;
     tapes[slot].order = order;
     tapes[slot].count = count;
-    return tape_id(slot);
+    tapes[slot].custom_ops = custom_ops;
+    tapes[slot].custom_epoch = A->custom_epoch;
+    /* A stateful root now has a reference: its Python state must be held. */
+    return pg_hand_out(A, tape_id(slot), NULL, 0, (A->flags[root] & FLAG_STATEFUL) != 0);
 }
 
 static int64_t tape_free(arena_t *A, int64_t id)
@@ -171,7 +174,8 @@ static int64_t tape_free(arena_t *A, int64_t id)
     free(t->order);
     t->order = NULL;
     t->count = 0;
-    t->gen = (t->gen + 1) & 0x7fffffffu;
+    t->gen = (t->gen + 1) & TAPE_GEN_MASK;
+    pg_arena_maybe_shrink(A);
     return PG_OK;
 }
 
@@ -202,7 +206,7 @@ static int64_t tape_backward(arena_t *A, int64_t id, int64_t end)
         A->grad[t->order[end - 1]] = 1.0; /* a fresh sweep seeds the root */
     for (int64_t i = end; i-- > 0;) {
         uint32_t n = t->order[i];
-        if (A->op[n] == PG_OP_PYTHON)
+        if (runs_custom_backward(A, n))
             return i + 1;
         int64_t rc = pg_op_backward(A, n);
         if (rc < 0)
@@ -211,14 +215,18 @@ static int64_t tape_backward(arena_t *A, int64_t id, int64_t end)
     return 0;
 }
 
-/* Counted on every call: a node can become a custom op after recording
- * (v._backward = fn), so a count kept from recording could be stale. */
-static uint32_t count_custom_ops(const arena_t *A, const tape_t *t)
+/* A node can get a custom backward after recording (v._backward = fn), so the
+ * count kept from recording is recounted whenever any node got one since. */
+static uint32_t count_custom_ops(const arena_t *A, tape_t *t)
 {
-    uint32_t custom_ops = 0;
-    for (uint32_t i = 0; i < t->count; i++)
-        custom_ops += A->op[t->order[i]] == PG_OP_PYTHON;
-    return custom_ops;
+    if (t->custom_epoch != A->custom_epoch) {
+        uint32_t custom_ops = 0;
+        for (uint32_t i = 0; i < t->count; i++)
+            custom_ops += runs_custom_backward(A, t->order[i]);
+        t->custom_ops = custom_ops;
+        t->custom_epoch = A->custom_epoch;
+    }
+    return t->custom_ops;
 }
 
 static int64_t tape_custom_ops(arena_t *A, int64_t id)
@@ -235,7 +243,7 @@ static int64_t tape_forward(arena_t *A, int64_t id)
     if (!t)
         return PG_ERR_TAPE;
     if (count_custom_ops(A, t))
-        return PG_NEED_PYTHON;
+        return PG_CUSTOM_OPS;
     for (uint32_t i = 0; i < t->count; i++) {
         int64_t rc = pg_op_forward(A, t->order[i]);
         if (rc < 0)
@@ -251,7 +259,7 @@ static int64_t tape_replay_backward(arena_t *A, int64_t id)
     if (!t)
         return PG_ERR_TAPE;
     if (count_custom_ops(A, t))
-        return PG_NEED_PYTHON;
+        return PG_CUSTOM_OPS;
     for (uint32_t i = 0; i < t->count; i++)
         A->grad[t->order[i]] = 0.0;
     A->grad[t->order[t->count - 1]] = 1.0;
@@ -286,6 +294,7 @@ int64_t pg_tape_diff(int64_t a, int64_t b) { PG_LOCKED(tape_diff(&pg_the_arena, 
 
 int64_t pg_tape_record(int64_t root) { PG_LOCKED(tape_record(&pg_the_arena, root)); }
 int64_t pg_tape_free(int64_t tape) { PG_LOCKED(tape_free(&pg_the_arena, tape)); }
+void pg_tape_ref_free(pg_tape_ref *ref) { pg_tape_free((int64_t)(intptr_t)ref - 1); }
 int64_t pg_tape_length(int64_t tape) { PG_LOCKED(tape_length(tape)); }
 int64_t pg_tape_node(int64_t tape, int64_t i) { PG_LOCKED(tape_node(&pg_the_arena, tape, i)); }
 int64_t pg_tape_backward(int64_t tape, int64_t end)

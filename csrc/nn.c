@@ -63,9 +63,15 @@ static int64_t api_layer(const int64_t *w, const int64_t *b, const int64_t *x, i
     int64_t rc = PG_ERR_HANDLE;
     if (pg_lookup_all(A, w, nin * nout, w_s) && pg_lookup_all(A, b, nout, b_s) &&
         pg_lookup_all(A, x, nin, x_s))
+        rc = pg_nursery_reserve(A, (size_t)nout);
+    if (rc == PG_OK)
         rc = build_layer(A, w_s, b_s, x_s, (uint32_t)nin, (uint32_t)nout, relu, kids, out_s);
     for (int64_t j = 0; rc == PG_OK && j < nout; j++)
         out[j] = handle_of(A, out_s[j]);
+    /* w, b and x sit next to each other in kids' allocation */
+    if (rc == PG_OK)
+        rc = pg_hand_out(A, rc, out, (size_t)nout,
+                         pg_any_stateful(A, w_s, (size_t)(nin * nout + nout + nin)));
     free(kids);
     return rc;
 }
@@ -105,8 +111,12 @@ static int64_t api_mlp(const int64_t *params, int64_t n_params, const int64_t *s
         return PG_ERR_NOMEM;
     uint32_t *kids = p_s + n_params, *in = kids + 2 * widest + 1, *next = in + widest;
     int64_t rc = PG_ERR_HANDLE;
-    if (pg_lookup_all(A, params, n_params, p_s) && pg_lookup_all(A, x, sizes[0], in))
-        rc = PG_OK;
+    int stateful = 0;
+    if (pg_lookup_all(A, params, n_params, p_s) && pg_lookup_all(A, x, sizes[0], in)) {
+        stateful = pg_any_stateful(A, p_s, (size_t)n_params) ||
+                   pg_any_stateful(A, in, (size_t)sizes[0]);
+        rc = pg_nursery_reserve(A, (size_t)sizes[n_layers]);
+    }
     const uint32_t *w = p_s;
     for (int64_t l = 0; rc == PG_OK && l < n_layers; l++) {
         uint32_t nin = (uint32_t)sizes[l], nout = (uint32_t)sizes[l + 1];
@@ -122,7 +132,7 @@ static int64_t api_mlp(const int64_t *params, int64_t n_params, const int64_t *s
     for (int64_t j = 0; rc == PG_OK && j < sizes[n_layers]; j++)
         out[j] = handle_of(A, in[j]);
     free(p_s);
-    return rc;
+    return pg_hand_out(A, rc, out, (size_t)sizes[n_layers], stateful);
 }
 
 int64_t pg_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,

@@ -343,42 +343,60 @@ static int64_t make_pow_const(arena_t *A, uint32_t a, double k, uint8_t flags, u
     return pg_make_op(A, PG_OP_POW, kids, 1, k, flags, slot);
 }
 
-/* --- the C API: making nodes ------------------------------------------------ */
+/* --- the C API: making nodes ------------------------------------------------
+ * Each call validates its operands, makes the node and hands it out
+ * (pg_hand_out: PG_PENDING-flagged when the Python layer has work first). */
+
+/* Resolve count operand handles into slots, and make room in the nursery
+ * for the result: PG_OK, or the error. */
+static int64_t operands(arena_t *A, const int64_t *handles, uint32_t *slots, int count)
+{
+    for (int i = 0; i < count; i++)
+        if (!lookup(A, handles[i], &slots[i]))
+            return PG_ERR_HANDLE;
+    return pg_nursery_reserve(A, 1);
+}
+
+static int64_t hand_out(arena_t *A, int64_t h, const uint32_t *slots, size_t count)
+{
+    return pg_hand_out(A, h, &h, 1, pg_any_stateful(A, slots, count));
+}
 
 static int64_t api_binary(uint8_t op, int64_t ha, int64_t hb)
 {
     arena_t *A = &pg_the_arena;
-    uint32_t a, b;
-    if (!lookup(A, ha, &a) || !lookup(A, hb, &b))
-        return PG_ERR_HANDLE;
-    return make_binary(A, op, a, b, NULL);
+    int64_t handles[2] = {ha, hb};
+    uint32_t k[2];
+    int64_t rc = operands(A, handles, k, 2);
+    if (rc < 0)
+        return rc;
+    return hand_out(A, make_binary(A, op, k[0], k[1], NULL), k, 2);
 }
 
 static int64_t api_unary(uint8_t op, int64_t ha)
 {
     arena_t *A = &pg_the_arena;
     uint32_t a;
-    if (!lookup(A, ha, &a))
-        return PG_ERR_HANDLE;
-    return pg_make_op(A, op, &a, 1, 0.0, 0, NULL);
+    int64_t rc = operands(A, &ha, &a, 1);
+    if (rc < 0)
+        return rc;
+    return hand_out(A, pg_make_op(A, op, &a, 1, 0.0, 0, NULL), &a, 1);
 }
 
 static int64_t api_with_const(uint8_t op, int64_t ha, double k)
 {
     arena_t *A = &pg_the_arena;
     uint32_t a;
-    if (!lookup(A, ha, &a))
-        return PG_ERR_HANDLE;
-    return make_with_const(A, op, a, k, NULL);
+    int64_t rc = operands(A, &ha, &a, 1);
+    if (rc < 0)
+        return rc;
+    return hand_out(A, make_with_const(A, op, a, k, NULL), &a, 1);
 }
 
 /* a - b == a + (b * -1) */
-static int64_t api_sub(int64_t ha, int64_t hb)
+static int64_t make_sub(arena_t *A, uint32_t a, uint32_t b)
 {
-    arena_t *A = &pg_the_arena;
-    uint32_t a, b, negated;
-    if (!lookup(A, ha, &a) || !lookup(A, hb, &b))
-        return PG_ERR_HANDLE;
+    uint32_t negated;
     int64_t h = make_with_const(A, PG_OP_MUL, b, -1.0, &negated);
     if (h < 0)
         return h;
@@ -386,12 +404,9 @@ static int64_t api_sub(int64_t ha, int64_t hb)
 }
 
 /* k - a == (a * -1) + Value(k) */
-static int64_t api_rsub_const(int64_t ha, double k)
+static int64_t make_rsub_const(arena_t *A, uint32_t a, double k)
 {
-    arena_t *A = &pg_the_arena;
-    uint32_t a, negated;
-    if (!lookup(A, ha, &a))
-        return PG_ERR_HANDLE;
+    uint32_t negated;
     int64_t h = make_with_const(A, PG_OP_MUL, a, -1.0, &negated);
     if (h < 0)
         return h;
@@ -399,12 +414,9 @@ static int64_t api_rsub_const(int64_t ha, double k)
 }
 
 /* a / b == a * b**-1 */
-static int64_t api_div(int64_t ha, int64_t hb)
+static int64_t make_div(arena_t *A, uint32_t a, uint32_t b)
 {
-    arena_t *A = &pg_the_arena;
-    uint32_t a, b, inverse;
-    if (!lookup(A, ha, &a) || !lookup(A, hb, &b))
-        return PG_ERR_HANDLE;
+    uint32_t inverse;
     int64_t h = make_pow_const(A, b, -1.0, PG_FLAG_INT_EXPONENT, &inverse);
     if (h < 0)
         return h;
@@ -412,40 +424,82 @@ static int64_t api_div(int64_t ha, int64_t hb)
 }
 
 /* k / a == (a ** -1) * Value(k) */
-static int64_t api_rdiv_const(int64_t ha, double k)
+static int64_t make_rdiv_const(arena_t *A, uint32_t a, double k)
 {
-    arena_t *A = &pg_the_arena;
-    uint32_t a, inverse;
-    if (!lookup(A, ha, &a))
-        return PG_ERR_HANDLE;
+    uint32_t inverse;
     int64_t h = make_pow_const(A, a, -1.0, PG_FLAG_INT_EXPONENT, &inverse);
     if (h < 0)
         return h;
     return pg_drop_temporary(A, inverse, make_with_const(A, PG_OP_MUL, inverse, k, NULL));
 }
 
-static int64_t api_pow_const(int64_t ha, double k, int32_t flags)
-{
-    arena_t *A = &pg_the_arena;
-    uint32_t a;
-    if (!lookup(A, ha, &a))
-        return PG_ERR_HANDLE;
-    if (flags & ~(PG_FLAG_INT_EXPONENT | PG_FLAG_BOOL_EXPONENT))
-        return PG_ERR_ARG;
-    return make_pow_const(A, a, k, (uint8_t)flags, NULL);
-}
-
 /* Value(k) ** b */
-static int64_t api_rpow_const(int64_t hb, double k)
+static int64_t make_rpow_const(arena_t *A, uint32_t b, double k)
 {
-    arena_t *A = &pg_the_arena;
-    uint32_t b, base;
-    if (!lookup(A, hb, &b))
-        return PG_ERR_HANDLE;
+    uint32_t base;
     int64_t h = make_leaf(A, k, &base);
     if (h < 0)
         return h;
     return pg_drop_temporary(A, base, make_binary(A, PG_OP_POWV, base, b, NULL));
+}
+
+static int64_t api_sub(int64_t ha, int64_t hb)
+{
+    arena_t *A = &pg_the_arena;
+    int64_t handles[2] = {ha, hb};
+    uint32_t k[2];
+    int64_t rc = operands(A, handles, k, 2);
+    return rc < 0 ? rc : hand_out(A, make_sub(A, k[0], k[1]), k, 2);
+}
+
+static int64_t api_div(int64_t ha, int64_t hb)
+{
+    arena_t *A = &pg_the_arena;
+    int64_t handles[2] = {ha, hb};
+    uint32_t k[2];
+    int64_t rc = operands(A, handles, k, 2);
+    return rc < 0 ? rc : hand_out(A, make_div(A, k[0], k[1]), k, 2);
+}
+
+static int64_t api_rsub_const(int64_t ha, double k)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a;
+    int64_t rc = operands(A, &ha, &a, 1);
+    return rc < 0 ? rc : hand_out(A, make_rsub_const(A, a, k), &a, 1);
+}
+
+static int64_t api_rdiv_const(int64_t ha, double k)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a;
+    int64_t rc = operands(A, &ha, &a, 1);
+    return rc < 0 ? rc : hand_out(A, make_rdiv_const(A, a, k), &a, 1);
+}
+
+static int64_t api_rpow_const(int64_t hb, double k)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t b;
+    int64_t rc = operands(A, &hb, &b, 1);
+    return rc < 0 ? rc : hand_out(A, make_rpow_const(A, b, k), &b, 1);
+}
+
+static int64_t api_pow_const(int64_t ha, double k, int32_t flags)
+{
+    arena_t *A = &pg_the_arena;
+    uint32_t a;
+    if (flags & ~(PG_FLAG_INT_EXPONENT | PG_FLAG_BOOL_EXPONENT))
+        return PG_ERR_ARG;
+    int64_t rc = operands(A, &ha, &a, 1);
+    return rc < 0 ? rc : hand_out(A, make_pow_const(A, a, k, (uint8_t)flags, NULL), &a, 1);
+}
+
+static int64_t api_leaf(double data)
+{
+    arena_t *A = &pg_the_arena;
+    int64_t rc = pg_nursery_reserve(A, 1);
+    return rc < 0 ? rc : hand_out(A, make_leaf(A, data, NULL), NULL, 0);
 }
 
 int pg_lookup_all(const arena_t *A, const int64_t *handles, int64_t count, uint32_t *slots)
@@ -456,31 +510,41 @@ int pg_lookup_all(const arena_t *A, const int64_t *handles, int64_t count, uint3
     return 1;
 }
 
-static int64_t api_python_node(double data, const int64_t *children, int64_t count)
+/* A custom op: no_grad makes it a leaf, as every other op. */
+static int64_t api_custom_node(double data, const int64_t *children, int64_t count)
 {
     arena_t *A = &pg_the_arena;
     if (count < 0 || count > (int64_t)MAX_SLOTS || (count > 0 && !children))
         return PG_ERR_ARG;
+    if (!pg_grad_enabled())
+        count = 0;
     uint32_t *kids = malloc((size_t)(count ? count : 1) * sizeof *kids);
     if (!kids)
         return PG_ERR_NOMEM;
     int64_t h = PG_ERR_HANDLE;
-    if (pg_lookup_all(A, children, count, kids))
-        h = pg_node_new(A, PG_OP_PYTHON, data, kids, (uint32_t)count, NULL);
+    if (pg_lookup_all(A, children, count, kids)) {
+        h = pg_nursery_reserve(A, 1);
+        if (h == PG_OK)
+            h = hand_out(A, pg_node_new(A, count ? PG_OP_CUSTOM : PG_OP_LEAF, data, kids,
+                                        (uint32_t)count, NULL),
+                         kids, (size_t)count);
+    }
     free(kids);
     return h;
 }
 
-static int64_t api_make_python(int64_t h)
+static int64_t api_set_custom_backward(int64_t h)
 {
+    arena_t *A = &pg_the_arena;
     uint32_t s;
-    if (!lookup(&pg_the_arena, h, &s))
+    if (!lookup(A, h, &s))
         return PG_ERR_HANDLE;
-    pg_the_arena.op[s] = PG_OP_PYTHON;
+    A->flags[s] |= FLAG_CUSTOM_BACKWARD;
+    A->custom_epoch++;
     return PG_OK;
 }
 
-int64_t pg_leaf(double data) { PG_LOCKED(make_leaf(&pg_the_arena, data, NULL)); }
+int64_t pg_leaf(double data) { PG_LOCKED(api_leaf(data)); }
 int64_t pg_add(int64_t a, int64_t b) { PG_LOCKED(api_binary(PG_OP_ADD, a, b)); }
 int64_t pg_mul(int64_t a, int64_t b) { PG_LOCKED(api_binary(PG_OP_MUL, a, b)); }
 int64_t pg_pow(int64_t a, int64_t b) { PG_LOCKED(api_binary(PG_OP_POWV, a, b)); }
@@ -498,9 +562,9 @@ int64_t pg_exp(int64_t a) { PG_LOCKED(api_unary(PG_OP_EXP, a)); }
 int64_t pg_log(int64_t a) { PG_LOCKED(api_unary(PG_OP_LOG, a)); }
 int64_t pg_sigmoid(int64_t a) { PG_LOCKED(api_unary(PG_OP_SIGMOID, a)); }
 
-int64_t pg_python_node(double data, const int64_t *children, int64_t count)
+int64_t pg_custom_node(double data, const int64_t *children, int64_t count)
 {
-    PG_LOCKED(api_python_node(data, children, count));
+    PG_LOCKED(api_custom_node(data, children, count));
 }
 
-int64_t pg_make_python(int64_t h) { PG_LOCKED(api_make_python(h)); }
+int64_t pg_set_custom_backward(int64_t h) { PG_LOCKED(api_set_custom_backward(h)); }

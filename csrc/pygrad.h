@@ -23,7 +23,17 @@ enum pg_status {
     PG_ERR_DOMAIN = -7,    /* log of a number <= 0 (math domain error) */
     PG_ERR_ARG = -8,       /* bad argument: index, count or size */
     PG_ERR_TAPE = -9,      /* stale or unknown tape */
-    PG_NEED_PYTHON = -10   /* the graph holds custom ops: use a tape */
+    PG_CUSTOM_OPS = -10    /* the graph holds custom ops: use a tape */
+};
+
+/* Handles carry the slot in their high bits: slot = handle >> PG_GEN_BITS.
+ * Once the Python layer is on (pg_python_layer), a call that hands out handles
+ * returns PG_PENDING + result, PG_PENDING being -(2 ** PG_PENDING_SHIFT), when
+ * the Python layer has work to do first (see "the Python layer" below). */
+enum pg_layout {
+    PG_GEN_BITS = 10,
+    PG_PENDING_SHIFT = 60,
+    PG_SWEEP_EVERY = 2048     /* handles in the nursery that make a sweep due */
 };
 
 /* Op tags.  Forward and backward are a switch on these (csrc/ops.c). */
@@ -39,7 +49,7 @@ enum pg_op {
     PG_OP_EXP = 8,
     PG_OP_LOG = 9,
     PG_OP_SIGMOID = 10,
-    PG_OP_PYTHON = 11,  /* custom op: value given, backward is a Python callable */
+    PG_OP_CUSTOM = 11,  /* custom op: value given, backward is a Python callable */
     PG_OP_DOT = 12      /* b + w[0]*x[0] + ... : a neuron, children (b, w..., x...) */
 };
 
@@ -79,13 +89,15 @@ int64_t pg_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t n
 int64_t pg_mlp(const int64_t *params, int64_t n_params, const int64_t *sizes,
                const int32_t *relu, int64_t n_layers, const int64_t *x, int64_t *out);
 /* A custom op: value `data`, children[0..count), backward run by the caller. */
-int64_t pg_python_node(double data, const int64_t *children, int64_t count);
-/* Turn an existing node into a custom op (its backward becomes the caller's). */
-int64_t pg_make_python(int64_t h);
+int64_t pg_custom_node(double data, const int64_t *children, int64_t count);
+/* Hand an existing node's backward to the caller: backward() stops at it as at
+ * a custom op (pg_node_backward still runs its built-in step). */
+int64_t pg_set_custom_backward(int64_t h);
 
 /* --- references -------------------------------------------------------------
  * A node lives while it has an external reference (a handle held by the
- * caller) or a parent.  pg_release refuses a release it was not owed. */
+ * caller) or a parent.  pg_release refuses a release it was not owed; a
+ * reference the nursery held is taken out of it. */
 int64_t pg_retain(int64_t h);
 int64_t pg_release(int64_t h);
 /* Release many handles at once; returns how many were refused (bad or unowed). */
@@ -110,15 +122,19 @@ int64_t pg_external_refs(int64_t h);           /* references from pg_retain / ne
 
 /* --- backward ------------------------------------------------------------- */
 /* Set root.grad = 1 and run every node's local backward in reverse topological
- * order (+= into children).  PG_NEED_PYTHON, with nothing changed, if the graph
+ * order (+= into children).  PG_CUSTOM_OPS, with nothing changed, if the graph
  * holds custom ops: record a tape and use pg_tape_backward instead. */
 int64_t pg_backward(int64_t root);
-/* One node's local backward step (micrograd's v._backward()). */
+/* One node's built-in local backward step (micrograd's v._backward()); a
+ * custom op has none: PG_OK, nothing done. */
 int64_t pg_node_backward(int64_t h);
 
 /* --- tapes: a recorded topological order, holding a reference to each node -- */
 int64_t pg_tape_record(int64_t root);           /* tape id */
 int64_t pg_tape_free(int64_t tape);
+/* A gc object's destructor for a tape: (pg_tape_ref *)(tape id + 1). */
+typedef struct pg_tape_ref pg_tape_ref;
+void pg_tape_ref_free(pg_tape_ref *ref);
 int64_t pg_tape_length(int64_t tape);
 int64_t pg_tape_node(int64_t tape, int64_t i);  /* handle at position i (root is last) */
 /* Run local backward steps for positions end-1, end-2, ... down to 0, stopping
@@ -128,7 +144,7 @@ int64_t pg_tape_backward(int64_t tape, int64_t end);
 int64_t pg_tape_custom_ops(int64_t tape);      /* how many custom-op nodes it holds */
 /* Replay: recompute every node's value from its children (leaves first), or
  * zero every grad and backpropagate from the root.  One call each; both
- * return PG_NEED_PYTHON for a tape with custom ops, which cannot be replayed. */
+ * return PG_CUSTOM_OPS for a tape with custom ops, which cannot be replayed. */
 int64_t pg_tape_forward(int64_t tape);
 int64_t pg_tape_replay_backward(int64_t tape);
 /* First position where two tapes differ (op, arity, exponent or value, bit
@@ -147,11 +163,45 @@ int64_t pg_sgd_step(const int64_t *params, double *velocity, int64_t count, doub
 int64_t pg_adam_step(const int64_t *params, double *m, double *v, int64_t count, int64_t t,
                      double lr, double beta1, double beta2, double eps, double weight_decay);
 
+/* --- grad mode ------------------------------------------------------------
+ * New nodes record their children unless the calling thread holds an active
+ * no_grad token; then they are leaves.  A token starts inactive, so that the
+ * caller can hand it to a gc object before it matters; releasing an active
+ * token (from any thread) turns recording back on for the thread that started
+ * it, once all of that thread's tokens are released. */
+typedef struct pg_grad_off pg_grad_off;
+pg_grad_off *pg_grad_off_new(void);            /* NULL when out of memory */
+int64_t pg_grad_off_start(pg_grad_off *token); /* in the thread that made it */
+void pg_grad_off_release(pg_grad_off *token);  /* deactivates and frees */
+int64_t pg_grad_recording(void);               /* 1 if the calling thread records */
+
+/* --- the Python layer ------------------------------------------------------
+ * (pygrad/_lifetime.py.)  pg_python_layer(1) turns on what it needs.  Every
+ * handle a call then hands out (constructors, pg_child_retain) comes with an
+ * external reference that a *nursery* holds until the Python layer's next
+ * sweep.  A sweep (pg_sweep_begin, then pg_sweep_end) says which handles
+ * Python kept -- their references become its Values' own -- and which it
+ * dropped; the nursery releases the rest, handles lost on their way to a
+ * Value (to an exception a signal handler raised right after the call),
+ * except those of each thread's latest call, whose Values may not exist yet.
+ * Results are PG_PENDING-flagged when a sweep is due, and when a call gave a
+ * parent or a tape to a stateful node (pg_set_stateful): its Python state
+ * must then outlive its Values.  A stateful Value holds its node through a
+ * gc object made from pg_owned_new, whose destructor is pg_owned_release. */
+typedef struct pg_owned pg_owned;
+int64_t pg_python_layer(int64_t on);        /* returns the old setting */
+/* Begin a sweep: returns how many nursery handles are not in flight. */
+int64_t pg_sweep_begin(void);
+/* End it: kept[] and dropped[] (both reordered) are handles of the Values
+ * Python looked at; returns how many references were released. */
+int64_t pg_sweep_end(int64_t *kept, int64_t n_kept, int64_t *dropped, int64_t n_dropped);
+int64_t pg_set_stateful(int64_t h);         /* returns its parent and tape references */
+/* A stateful Value's reference to h: its nursery entry's, or one more; NULL
+ * for a bad handle.  It is (pg_owned *)(h + 1), never dereferenced. */
+pg_owned *pg_owned_new(int64_t h);
+void pg_owned_release(pg_owned *ref);
+
 /* --- bookkeeping ---------------------------------------------------------- */
-/* Whether new nodes record their children (1) or are leaves (0: no_grad), for
- * the calling thread.  Returns the previous setting. */
-int64_t pg_set_grad_enabled(int64_t enabled);
 int64_t pg_live_nodes(void);
+int64_t pg_slots_in_use(void);                  /* every live node's slot is below this */
 int64_t pg_set_node_limit(int64_t limit);       /* returns the old limit; 0 = none */
-/* Copies up to `cap` handles of freed custom-op nodes into out; returns how many. */
-int64_t pg_take_freed_python(int64_t *out, int64_t cap);

@@ -5,7 +5,7 @@ import os
 from ._pygrad_c import ffi, lib
 
 __all__ = ["ffi", "lib", "check", "error_for", "set_node_limit", "PygradError",
-           "StaleValueError", "NodeLimitError"]
+           "StaleValueError", "NodeLimitError", "MAX_NODE_LIMIT"]
 
 
 class PygradError(Exception):
@@ -56,24 +56,17 @@ def check(status: int) -> int:
     return status
 
 
-# The cap as last set, and what runs when it changes (pygrad.engine releases
-# dead Values' nodes at once under a cap, so that only held nodes count).
-node_limit = 0
-on_node_limit = []
+MAX_NODE_LIMIT = 2**63 - 1
 
 
 def set_node_limit(limit):
     """Cap the arena at `limit` live nodes (0: no cap, the default); making a
-    node past it raises NodeLimitError, a MemoryError.  Returns the old cap.
-    The environment variable PYGRAD_MAX_NODES sets it at import."""
-    global node_limit
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"the node limit is a non-negative int, not {limit!r}")
-    old = check(lib.pg_set_node_limit(limit))
-    node_limit = limit
-    for hook in on_node_limit:
-        hook(limit)
-    return old
+    node past it raises NodeLimitError, a MemoryError, once the nodes of dead
+    Values are released.  Returns the old cap.  The environment variable
+    PYGRAD_MAX_NODES sets it at import."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_NODE_LIMIT:
+        raise ValueError(f"the node limit is an int from 0 to 2**63 - 1, not {limit!r}")
+    return check(lib.pg_set_node_limit(limit))
 
 
 def _limit_from_environment():
@@ -82,7 +75,8 @@ def _limit_from_environment():
         try:
             set_node_limit(int(text))
         except ValueError:
-            raise ValueError(f"PYGRAD_MAX_NODES must be a non-negative integer, not {text!r}") from None
+            raise ValueError(f"PYGRAD_MAX_NODES must be an integer from 0 to 2**63 - 1, "
+                             f"not {text!r}") from None
 
 
 _limit_from_environment()

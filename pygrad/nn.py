@@ -10,7 +10,8 @@ import random
 from operator import attrgetter
 
 from ._core import check, ffi, lib
-from .engine import Value, _node, _real
+from ._lifetime import plain, settle
+from .engine import Value, _real
 
 __all__ = ["Module", "Neuron", "Layer", "MLP"]
 
@@ -138,9 +139,9 @@ class MLP(Module):
         if len(x) != plan.nin:
             raise ValueError(f"{self!r} takes {plan.nin} inputs, got {len(x)}")
         out = ffi.new("int64_t[]", plan.nout)
-        check(lib.pg_mlp(plan.params, plan.n_params, plan.sizes, plan.relu, plan.n_layers,
-                         list(map(_handle, x)), out))
-        out = [_node(h) for h in out]
+        _call(lib.pg_mlp, plan._values + x, plan.params, plan.n_params, plan.sizes, plan.relu,
+              plan.n_layers, list(map(_handle, x)), out)
+        out = [plain(Value, h) for h in out]
         return out[0] if len(out) == 1 else out
 
     def _forward_plan(self):
@@ -253,6 +254,15 @@ def _neurons_forward(neurons, x):
         if bool(n.nonlin) != relu:  # a hand-mixed layer: one call per neuron
             return [_neurons_forward([n], x)[0] for n in neurons]
     handles = ffi.new("int64_t[]", nout)
-    check(lib.pg_layer([w._h for n in neurons for w in n.w], [n.b._h for n in neurons],
-                       list(map(_handle, x)), nin, nout, relu, handles))
-    return [_node(h) for h in handles]
+    weights, biases = [w for n in neurons for w in n.w], [n.b for n in neurons]
+    _call(lib.pg_layer, weights + biases + x, list(map(_handle, weights)),
+          list(map(_handle, biases)), list(map(_handle, x)), nin, nout, relu, handles)
+    return [plain(Value, h) for h in handles]
+
+
+def _call(fn, operands, *args):
+    """fn(*args), a C call that writes new handles into its last argument
+    (operands: the Values it uses)."""
+    status = fn(*args)
+    if status < 0:
+        settle(status, operands, fn, *args)

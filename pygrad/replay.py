@@ -27,7 +27,7 @@ Value leaf and list it in ``inputs``.
 import threading
 
 from ._core import PygradError, check, ffi, lib
-from .engine import _OP_NAMES, Value
+from .engine import _OP_NAMES, Value, _Tape
 
 __all__ = ["Replay", "ReplayMismatchError"]
 
@@ -43,7 +43,7 @@ class Replay:
     check:  optional callable building the same graph eagerly; every forward()
             then compares the two node by node and raises on a mismatch.
     A Replay belongs to the thread that made it, and keeps its graph alive
-    until close() (or garbage collection).
+    until close() or until it is dropped.
     """
 
     def __init__(self, root, inputs=(), check=None):
@@ -64,7 +64,7 @@ class Replay:
 
     def __len__(self):
         """How many nodes the recorded graph has."""
-        return lib.pg_tape_length(self._live_tape())
+        return lib.pg_tape_length(self._live_tape().id)
 
     def feed(self, values):
         """Set the inputs' data from a flat list or array of floats, in one call."""
@@ -77,14 +77,14 @@ class Replay:
 
     def forward(self):
         """Recompute every node; returns the root's new value."""
-        check(lib.pg_tape_forward(self._live_tape()))
+        check(lib.pg_tape_forward(self._live_tape().id))
         if self._check is not None:
             self._compare_with_eager(self._check())
         return self.root.data
 
     def backward(self):
         """Zero every grad in the graph (parameters' included), then backward."""
-        check(lib.pg_tape_replay_backward(self._live_tape()))
+        check(lib.pg_tape_replay_backward(self._live_tape().id))
 
     def close(self):
         """Let go of the recorded graph, and of the Values it was given."""
@@ -92,9 +92,7 @@ class Replay:
         self.root, self.inputs, self._check = None, [], None
         self._input_values = ()
         if tape is not None:
-            lib.pg_tape_free(tape)
-
-    __del__ = close
+            tape.free()
 
     def __enter__(self):
         return self
@@ -114,8 +112,8 @@ class Replay:
     def _compare_with_eager(self, eager_root):
         eager = _record(eager_root)
         try:
-            where = check(lib.pg_tape_diff(self._tape, eager))
-            ours, theirs = lib.pg_tape_length(self._tape), lib.pg_tape_length(eager)
+            where = check(lib.pg_tape_diff(self._tape.id, eager.id))
+            ours, theirs = len(self._tape), len(eager)
             if where == ours == theirs:
                 return
             raise ReplayMismatchError(
@@ -125,22 +123,22 @@ class Replay:
                 "Does Python control flow depend on data, or a changing number "
                 "sit in the graph as a constant?")
         finally:
-            lib.pg_tape_free(eager)
+            eager.free()
 
 
 def _record(root):
-    tape = check(lib.pg_tape_record(root._h))
-    if lib.pg_tape_custom_ops(tape):
-        lib.pg_tape_free(tape)
+    tape = _Tape(root)
+    if lib.pg_tape_custom_ops(tape.id):
+        tape.free()
         raise ValueError("this graph has custom ops written in Python, whose values "
                          "a replay cannot recompute")
     return tape
 
 
 def _describe(tape, position):
-    if position >= lib.pg_tape_length(tape):
+    if position >= len(tape):
         return "has no such node"
-    h = lib.pg_tape_node(tape, position)
+    h = tape.node(position)
     return f"op {_OP_NAMES.get(lib.pg_op(h), lib.pg_op(h))!r} = {lib.pg_data(h)!r}"
 
 

@@ -3,13 +3,15 @@
     draw_dot(loss)            # a graphviz.Digraph (pip install graphviz)
     to_dot(loss)              # the same graph as DOT source, no dependencies
 
-Each Value is a record box "{ data | grad }", and each op a small node feeding
-it, exactly as micrograd draws them.  The graph is read from the C arena in one
+Each Value is a record box "{ label | data | grad }" (the label when it has
+one, as the Zero-to-Hero lecture draws them), and each op a small node feeding
+it, as micrograd draws them.  The graph is read from the C arena in one
 walk, so drawing never builds Python objects per node.  Big graphs are cut to
 the `max_nodes` nearest the root, with a note saying how many were left out.
 """
 from ._core import check, lib
-from .engine import Value, _op_of
+from ._lifetime import state_of
+from .engine import Value, _op_of, _Tape
 
 __all__ = ["draw_dot", "to_dot", "trace"]
 
@@ -18,21 +20,21 @@ MAX_NODES = 500
 
 def trace(root, max_nodes=MAX_NODES):
     """(nodes, edges, omitted) for the graph under `root`: nodes are
-    (handle, data, grad, op) in topological order, root last; edges are
-    (child handle, parent handle); omitted counts nodes left out."""
+    (handle, data, grad, op, label) in topological order, root last; edges
+    are (child handle, parent handle); omitted counts nodes left out."""
     if not isinstance(root, Value):
         raise TypeError(f"trace() takes a Value, not {type(root).__name__}")
     if max_nodes < 1:
         raise ValueError("max_nodes must be at least 1")
-    tape = check(lib.pg_tape_record(root._h))
+    tape = _Tape(root)
     try:
-        length = lib.pg_tape_length(tape)
+        length = len(tape)
         first = max(0, length - max_nodes)
-        handles = [lib.pg_tape_node(tape, i) for i in range(first, length)]
+        handles = [tape.node(i) for i in range(first, length)]
         drawn = set(handles)
         nodes, edges = [], []
         for h in handles:
-            nodes.append((h, lib.pg_data(h), lib.pg_grad(h), _op_of(h)))
+            nodes.append((h, lib.pg_data(h), lib.pg_grad(h), _op_of(h), _label_of(h)))
             for i in range(lib.pg_child_count(h)):
                 child = check(lib.pg_child_retain(h, i))
                 lib.pg_release(child)  # the tape still holds it
@@ -40,18 +42,25 @@ def trace(root, max_nodes=MAX_NODES):
                     edges.append((child, h))
         return nodes, list(dict.fromkeys(edges)), first
     finally:
-        lib.pg_tape_free(tape)
+        tape.free()
+
+
+def _label_of(h):
+    state = state_of(h)
+    return str(state.get("label", "")) if state is not None else ""
 
 
 def _statements(root, rankdir, max_nodes):
     """The picture as ('node', name, attrs) and ('edge', tail, head) items,
     micrograd's layout: a record per Value, an op node feeding it."""
     nodes, edges, omitted = trace(root, max_nodes)
-    has_op = {h: bool(op) for h, _, _, op in nodes}
+    has_op = {h: bool(op) for h, _, _, op, _ in nodes}
     items = []
-    for h, data, grad, op in nodes:
-        items.append(("node", f"n{h}", {"label": "{ data %.4f | grad %.4f }" % (data, grad),
-                                         "shape": "record"}))
+    for h, data, grad, op, label in nodes:
+        record = "{ data %.4f | grad %.4f }" % (data, grad)
+        if label:
+            record = "{ %s | data %.4f | grad %.4f }" % (_escape_record(label), data, grad)
+        items.append(("node", f"n{h}", {"label": record, "shape": "record"}))
         if op:
             items.append(("node", f"n{h}op", {"label": str(op)}))
             items.append(("edge", f"n{h}op", f"n{h}"))
@@ -61,6 +70,13 @@ def _statements(root, rankdir, max_nodes):
         note = f"{omitted} more nodes not drawn (max_nodes={max_nodes})"
         items.append(("node", "omitted", {"label": note, "shape": "note"}))
     return items
+
+
+def _escape_record(text):
+    """A label as text inside a graphviz record field."""
+    for special in "\\{}|<>":
+        text = text.replace(special, "\\" + special)
+    return text
 
 
 def _quote(text):

@@ -1,0 +1,385 @@
+"""How a Value and its node live and die together.
+
+A node lives in the C arena while something refers to it: a parent node, a
+tape, or a Python Value.  This module is the Python half of that.
+
+Plain Values.  A Value made by an op (or Value(x)) refers to nothing but its
+node's handle, so it can be part of no reference cycle.  pygrad keeps every
+such Value in one list, ``values``; a sweep now and then reads each one's
+reference count from C and lets go of those that nothing else holds.  Because
+no plain Value is in a cycle, that count is exact, and nothing has to run when
+a Value dies: no finalizer, which is where Python would swallow a signal
+handler's exception, and where a finalizer of cyclic garbage could meet a
+node already freed.  Values that survive a sweep go into ``table`` (weakly, by node
+slot), which gives ``_prev`` the user's own objects back.
+
+The C core keeps each handle it hands out in a nursery until the next sweep
+says whether a Value kept it, so a handle lost between a C call's return and
+its Value (to an exception a signal handler raised right there) is released
+too.  Every few hundred handles it flags a call PG_PENDING: time to sweep.
+
+Stateful Values.  Anything a user attaches to a Value (``label``, any
+attribute, a custom op's ``_backward``) is the node's state: it is the
+Value's ``__dict__``, shared by every Value of the node.  Such a Value may be
+in cycles (a custom op's closure refers to ``out``), so it is left to Python's
+cycle collector: it holds its node through a cffi gc object, whose C
+destructor releases the node when the Value is really gone, and the table
+keeps only a weak reference to it.  While the node has parents or tapes, this
+module also holds the state, so that it outlives the Value; full sweeps let go
+of it once the node has none, which makes a closure referring to ``out`` an
+ordinary cycle that the collector frees.
+"""
+import gc
+import os
+import sys
+import threading
+import weakref
+from collections import deque
+from itertools import compress, repeat
+from operator import attrgetter, ne, not_, setitem
+
+from ._core import error_for, ffi, lib
+
+GEN_BITS = lib.PG_GEN_BITS
+PENDING = -(1 << lib.PG_PENDING_SHIFT)
+_LAST_ERROR = PENDING // 2  # results in (_LAST_ERROR, 0) are error codes
+
+values = []  # plain Values: values[:_old] survived a sweep; the rest are young
+keep = values.append  # how every new plain Value is kept (engine.py's hot path)
+# Plain Values that nothing held at the last sweep, to be used again: a new
+# Value made from one of these skips an allocation, a deallocation and the
+# cycle collector's count.  engine.py takes one with `if free: free.pop()`,
+# which no other thread can interleave on Python 3.11+, where the interpreter
+# only switches threads at the end of a call or a backward jump; before 3.11
+# it stays empty.
+free = []
+_RECYCLE = sys.version_info >= (3, 11) and not os.environ.get("PG_NORECYCLE")
+_FREE_MAX = 4 * lib.PG_SWEEP_EVERY
+_old = 0
+_since_full = 0  # Values kept since the last full sweep
+_clean = True  # the last sweep ran to its end
+table = []  # slot -> weakref to a Value that survived a sweep (or is stateful), or None
+_held_states = {}  # handle -> __dict__ of a stateful node that has parents or tapes
+_lock = threading.RLock()
+_handle = attrgetter("_h")
+_SWEEP_YOUNG = lib.PG_SWEEP_EVERY
+
+
+def _reset_after_fork():
+    global _lock
+    _lock = threading.RLock()
+
+
+os.register_at_fork(before=lambda: _lock.acquire(), after_in_parent=lambda: _lock.release(),
+                    after_in_child=_reset_after_fork)
+
+
+def _sweep_refcounts(batch):
+    """sys.getrefcount of each Value in a sweep's batch, read at C speed."""
+    return map(sys.getrefcount, batch)
+
+
+def _refcount_of_the_unheld():
+    """What _sweep_refcounts reports for a Value that nothing else holds."""
+    values.append(object())
+    try:
+        return next(_sweep_refcounts(values[-1:]))
+    finally:
+        values.pop()
+
+
+_UNHELD = _refcount_of_the_unheld()
+
+
+# --- results of C calls ---------------------------------------------------------------
+
+def settle(result, operands=(), fn=None, *args):
+    """The handle (or status) behind a negative `result` of fn(*args), a C call
+    that hands out handles (operands: the Values it was given).  For a
+    PG_PENDING result, does the pending work first; for NodeLimitError, lets
+    go of dead Values and calls fn again; for any other error code, raises."""
+    if result == lib.PG_ERR_NOMEM and fn is not None:
+        result = _retry_after_collecting(fn, args)
+    if result >= 0:
+        return result
+    if result > _LAST_ERROR:
+        raise error_for(result)
+    for value in operands:
+        if getattr(value, "_owner", None) is not None:
+            hold_state(value)
+    sweep(full=False, blocking=False)
+    return result - PENDING
+
+
+def _retry_after_collecting(fn, args):
+    """Values that died must not count against the node limit: sweep, then
+    collect cycles and sweep again, retrying after each."""
+    sweep(full=True)
+    result = fn(*args)
+    if result == lib.PG_ERR_NOMEM:
+        gc.collect()
+        sweep(full=True)
+        result = fn(*args)
+    return result
+
+
+# --- sweeps ------------------------------------------------------------------------------
+
+def sweep(full=False, blocking=True):
+    """Let go of the plain Values nothing but pygrad holds: the young ones
+    (kept since the last sweep), or all of them (full; also once four times as
+    many Values were kept since the last full sweep as there are old ones, so
+    that looking at each costs O(1) per Value kept).  One thread at a time; a
+    caller that may skip it passes blocking=False.
+
+    Safe to interrupt anywhere: until pg_sweep_end nothing has changed, and a
+    sweep that did not finish makes the next one look at everything."""
+    global _old, _clean, _since_full
+    if not _lock.acquire(blocking):
+        return
+    try:
+        settled = lib.pg_sweep_begin()
+        _since_full += len(values) - _old
+        full = full or not _clean or _since_full >= 4 * max(_SWEEP_YOUNG, _old)
+        if full:
+            _since_full = 0
+        # Old Values hold references of their own: the dead ones are named.  A
+        # dead young one holds a nursery entry, which goes without naming it,
+        # as long as each young Value holds exactly one (else all are named).
+        start, end = (0 if full else _old), len(values)
+        old = _old - start  # how many of the batch are old
+        batch = values[start:end]
+        held = list(map(ne, _sweep_refcounts(batch), repeat(_UNHELD)))
+        survivors = list(compress(batch, held))
+        dead = list(compress(batch, map(not_, held))) if len(survivors) < len(batch) else []
+        attributed = [(batch[i], held[i]) for i in _with_attributes(batch)]
+        if old:  # the young survivors are new to the table (and kept, to the nursery)
+            newcomers = list(compress(batch[old:], held[old:]))
+        else:
+            newcomers = survivors
+        if not _clean or settled != end - _old:
+            named = dead
+        elif old:
+            named = list(compress(batch[:old], map(not_, held[:old])))
+        else:
+            named = ()
+        del batch, held
+        kept = list(map(_handle, survivors if not _clean else newcomers))
+        dropped = list(map(_handle, named))
+        del named
+        _keep_states_of(v for v, is_held in attributed if not is_held)
+        _clean = False
+        _forget(dropped)
+        values[start:end] = survivors
+        _old = start + len(survivors)
+        lib.pg_sweep_end(kept, len(kept), dropped, len(dropped))
+        _clean = True
+        _remember(newcomers if old or not full else survivors)
+        for value, is_held in attributed:
+            if is_held:
+                make_stateful(value)
+        if _RECYCLE and dead and not attributed:
+            _recycle(dead)
+        if full:
+            _drop_unneeded_states()
+            _fit_table()
+    finally:
+        _lock.release()
+
+
+def _recycle(dead):
+    """Keep dead plain Values for reuse, but those with weak references (a
+    weakref to a dead Value must die with it)."""
+    if len(free) + len(dead) > _FREE_MAX:
+        dead = dead[:max(0, _FREE_MAX - len(free))]
+    free.extend(compress(dead, map(not_, map(weakref.getweakrefcount, dead))))
+
+
+def _with_attributes(batch):
+    """Where in batch the Values with attributes (a __dict__) are.  One C call
+    counts what they refer to (their type and handle, and the __dict__ when
+    there is one); a closer look only when the count says so."""
+    if not batch or len(gc.get_referents(*batch)) == 2 * len(batch):
+        return []
+    return [i for i, v in enumerate(batch) if len(gc.get_referents(v)) > 2]
+
+
+def _keep_states_of(dying):
+    """Plain Values with attributes that nothing holds any more: their
+    attributes stay with their nodes, if the nodes live on (parents, tapes)."""
+    for value in dying:
+        h = value._h
+        if lib.pg_parent_refs(h) > 0 and lib.pg_set_stateful(h) >= 0:
+            _held_states[h] = value.__dict__
+
+
+def _slots_in_table(handles):
+    """The slots of handles, with the table grown to cover them."""
+    slots = [h >> GEN_BITS for h in handles]
+    if slots and max(slots) >= len(table):
+        table.extend(repeat(None, max(max(slots) + 1, 2 * len(table)) - len(table)))
+    return slots
+
+
+def _remember(survivors):
+    """Put (weak references to) survivors in the table, for _prev."""
+    slots = _slots_in_table(map(_handle, survivors))
+    deque(map(setitem, repeat(table), slots, map(weakref.ref, survivors)), 0)
+
+
+def _forget(handles):
+    """Take dropped Values out of the table (before their slots can be reused)."""
+    deque(map(setitem, repeat(table), _slots_in_table(handles), repeat(None)), 0)
+
+
+def _drop_unneeded_states():
+    """Stop holding the state of stateful nodes that have no parents or tapes
+    left (or are gone): their Values alone hold it now."""
+    for h in [h for h in _held_states if lib.pg_parent_refs(h) <= 0]:
+        del _held_states[h]
+
+
+def _fit_table():
+    """Cut the table down once the arena has shrunk far below it."""
+    used = max(lib.pg_slots_in_use(), 1024)
+    if len(table) > 4 * used:
+        del table[2 * used:]
+
+
+def live_nodes():
+    """How many nodes the arena holds, after a full sweep."""
+    sweep(full=True)
+    return lib.pg_live_nodes()
+
+
+# --- Values for handles ----------------------------------------------------------------------
+
+_new = object.__new__
+
+
+def plain(cls, h):
+    """A new plain Value of class cls for handle h (fresh from the C core)."""
+    value = free.pop() if free and cls is _value_class else _new(cls)
+    value._h = h
+    keep(value)
+    return value
+
+
+def value_for_child(parent, index):
+    """The Value for the index-th child of handle `parent`: the user's own if
+    one is alive, else a new one (the child's state comes along)."""
+    h = lib.pg_child_retain(parent, index)
+    if h < 0:
+        h = settle(h)
+    with _lock:
+        existing = _registered(h)
+        if existing is not None:
+            lib.pg_release(h)  # the reference pg_child_retain took
+            return existing
+        state = _held_states.get(h)
+        value = plain(_value_class, h)
+        if state is not None:
+            object.__setattr__(value, "__dict__", state)
+            make_stateful(value)
+        return value
+
+
+def register_young():
+    """Sweep, so that every Value alive is in the table (before a walk)."""
+    if len(values) > _old:
+        sweep(full=False)
+
+
+def _registered(h):
+    slot = h >> GEN_BITS
+    entry = table[slot] if slot < len(table) else None
+    value = entry() if entry is not None else None
+    if value is not None and getattr(value, "_h", None) == h:
+        return value
+    return None
+
+
+# --- stateful Values --------------------------------------------------------------------------
+
+class _Pin:
+    """Stands in `values` for a plain Value that became stateful, until a
+    sweep releases the reference the Value held as a plain one."""
+
+    __slots__ = ("_h",)
+
+    def __init__(self, h):
+        self._h = h
+
+
+def make_stateful(value):
+    """Make `value` (kept in `values` as a plain Value) stateful: it holds one
+    more reference through a gc object, and a _Pin takes its place in
+    `values` to give the old one back at the next sweep."""
+    with _lock:
+        if getattr(value, "_owner", None) is not None:
+            return
+        h = value._h
+        ref = lib.pg_owned_new(h)
+        if ref == ffi.NULL:
+            raise error_for(lib.PG_ERR_HANDLE)
+        try:
+            owner = ffi.gc(ref, lib.pg_owned_release)
+        except BaseException:
+            lib.pg_owned_release(ref)
+            raise
+        object.__setattr__(value, "_owner", owner)
+        refs = lib.pg_set_stateful(h)
+        if refs > 0:
+            _held_states[h] = value.__dict__
+        table[_slots_in_table([h])[0]] = weakref.ref(value)
+        _replace_in_values(value, _Pin(h))
+
+
+def _replace_in_values(value, pin):
+    global _old
+    for first in (_old, 0):
+        try:
+            i = values.index(value, first)
+        except ValueError:
+            continue
+        values[i] = pin
+        return
+
+
+def hold_state(value):
+    """The node of stateful `value` has (or is getting) a parent or a tape:
+    hold its state, so that it outlives the Value."""
+    with _lock:
+        _held_states[value._h] = value.__dict__
+
+
+def state_of(h):
+    """The state dict of node h, or None (a plain node, or none known)."""
+    value = _registered(h)
+    if value is not None:
+        return value.__dict__ if getattr(value, "_owner", None) is not None else None
+    return _held_states.get(h)
+
+
+def release(value):
+    """Give up `value`'s reference to its node now (re-initializing it)."""
+    with _lock:
+        owner = getattr(value, "_owner", None)
+        if owner is not None:
+            object.__setattr__(value, "_owner", None)
+            ffi.release(owner)
+        else:  # a plain Value: a _Pin gives its reference back at the next sweep
+            _replace_in_values(value, _Pin(value._h))
+        slot = value._h >> GEN_BITS
+        if slot < len(table) and _registered(value._h) is value:
+            table[slot] = None
+
+
+# Filled in by pygrad.engine.
+_value_class = None
+
+
+def bind(value_class):
+    global _value_class
+    _value_class = value_class
+    lib.pg_python_layer(1)
