@@ -600,19 +600,17 @@ static int64_t set_stateful(arena_t *A, int64_t h)
 
 int64_t pg_set_stateful(int64_t h) { PG_LOCKED(set_stateful(&pg_the_arena, h)); }
 
-/* The reference a stateful Value's gc object holds: the handle's nursery
- * entry, or one more reference; as the handle plus one, so that it is never
- * NULL.  Never dereferenced. */
+/* The reference a stateful Value's gc object holds: one more reference (the
+ * one the Value held while plain is given back by the next sweep); as the
+ * handle plus one, so that it is never NULL.  Never dereferenced. */
 static pg_owned *owned_new(arena_t *A, int64_t h)
 {
     uint32_t s;
     if (!lookup(A, h, &s))
         return NULL;
-    if (!take_entry(h)) {
-        if (A->ext[s] == UINT32_MAX)
-            return NULL;
-        A->ext[s]++;
-    }
+    if (A->ext[s] == UINT32_MAX)
+        return NULL;
+    A->ext[s]++;
     return (pg_owned *)(intptr_t)(h + 1);
 }
 

@@ -196,8 +196,8 @@ int64_t pg_sweep_begin(void);
  * Python looked at; returns how many references were released. */
 int64_t pg_sweep_end(int64_t *kept, int64_t n_kept, int64_t *dropped, int64_t n_dropped);
 int64_t pg_set_stateful(int64_t h);         /* returns its parent and tape references */
-/* A stateful Value's reference to h: its nursery entry's, or one more; NULL
- * for a bad handle.  It is (pg_owned *)(h + 1), never dereferenced. */
+/* A stateful Value's reference to h: one more; NULL for a bad handle.  It is
+ * (pg_owned *)(h + 1), never dereferenced. */
 pg_owned *pg_owned_new(int64_t h);
 void pg_owned_release(pg_owned *ref);
 

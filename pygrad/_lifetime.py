@@ -36,7 +36,7 @@ import threading
 import weakref
 from collections import deque
 from itertools import compress, repeat
-from operator import attrgetter, ne, not_, setitem
+from operator import attrgetter, is_, ne, not_, setitem
 
 from ._core import error_for, ffi, lib
 
@@ -169,7 +169,6 @@ def sweep(full=False, blocking=True):
         del named
         _keep_states_of(v for v, is_held in attributed if not is_held)
         _clean = False
-        _forget(dropped)
         values[start:end] = survivors
         _old = start + len(survivors)
         lib.pg_sweep_end(kept, len(kept), dropped, len(dropped))
@@ -189,9 +188,10 @@ def sweep(full=False, blocking=True):
 
 def _recycle(dead):
     """Keep dead plain Values for reuse, but those with weak references (a
-    weakref to a dead Value must die with it)."""
+    weakref to a dead Value must die with it) and _Pins."""
     if len(free) + len(dead) > _FREE_MAX:
         dead = dead[:max(0, _FREE_MAX - len(free))]
+    dead = list(compress(dead, map(is_, map(type, dead), repeat(_value_class))))
     free.extend(compress(dead, map(not_, map(weakref.getweakrefcount, dead))))
 
 
@@ -225,11 +225,6 @@ def _remember(survivors):
     """Put (weak references to) survivors in the table, for _prev."""
     slots = _slots_in_table(map(_handle, survivors))
     deque(map(setitem, repeat(table), slots, map(weakref.ref, survivors)), 0)
-
-
-def _forget(handles):
-    """Take dropped Values out of the table (before their slots can be reused)."""
-    deque(map(setitem, repeat(table), _slots_in_table(handles), repeat(None)), 0)
 
 
 def _drop_unneeded_states():
@@ -278,6 +273,7 @@ def value_for_child(parent, index):
             return existing
         state = _held_states.get(h)
         value = plain(_value_class, h)
+        _remember([value])  # one Value per node, however often it is asked for
         if state is not None:
             object.__setattr__(value, "__dict__", state)
             make_stateful(value)

@@ -7,11 +7,11 @@ from pygrad import Value
 
 
 def settle():
-    """Free everything freeable (custom-op cycles, dead Values); live node count."""
+    """Free everything freeable (cycles through custom ops, dead Values); the
+    live node count."""
     count = -1
     for _ in range(50):
         gc.collect()
-        pygrad.engine.collect_custom_ops()
         now = pygrad.live_nodes()
         if now == count:
             return now
