@@ -513,6 +513,17 @@ static void release_owned(arena_t *A, int64_t h)
         pg_node_release(A, s);
 }
 
+/* Take the nursery entry of h made at or after position `from`, if any. */
+static void take_young_entry(size_t from, int64_t h)
+{
+    for (size_t i = from; i < nursery_len; i++)
+        if (nursery[i].handle == h) {
+            memmove(nursery + i, nursery + i + 1, (nursery_len - i - 1) * sizeof *nursery);
+            nursery_len--;
+            return;
+        }
+}
+
 /* Each of kept takes one nursery entry of its handle (the reference is its
  * Value's now); each of dropped releases one (or, with none left, a Value's
  * own reference); the other entries made before the sweep began are
@@ -543,25 +554,36 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
         release_owned(A, h); /* dropped, or lost on its way to a Value */
         released++;
     }
-    for (int64_t i = 0; i < n_dropped; i++)
-        if (!dropped_taken[i]) {
-            release_owned(A, dropped[i]); /* a Value's own reference */
-            released++;
-        }
-    free(taken);
-    /* entries made after the sweep began stay young */
+    /* entries made after the sweep began stay young... */
     memmove(nursery + keep, nursery + mark, (nursery_len - mark) * sizeof *nursery);
     nursery_len = keep + (nursery_len - mark);
     sweep_mark = 0;
+    /* ...but another thread's Value may have got into the batch after its
+     * call, during the sweep: its entry is one of those */
+    for (int64_t i = 0; i < n_kept; i++)
+        if (!kept_taken[i])
+            take_young_entry(keep, kept[i]);
+    for (int64_t i = 0; i < n_dropped; i++)
+        if (!dropped_taken[i]) {
+            take_young_entry(keep, dropped[i]); /* else it was a Value's own reference */
+            release_owned(A, dropped[i]);
+            released++;
+        }
+    free(taken);
     pg_arena_maybe_shrink(A);
     return released;
 }
 
-/* A handle's nursery entry, taken out (its reference goes to the caller); 0 if none. */
-static int take_entry(int64_t h)
+/* The nursery entry of h that the calling thread's latest call made, taken
+ * out (its reference goes to the caller); 0 if none.  Only that one: another
+ * entry of h may be another thread's, in flight, and is that thread's to take. */
+static int take_my_entry(int64_t h)
 {
+    if (my_thread_slot < 0)
+        return 0;
+    uint64_t call = thread_call[my_thread_slot];
     for (size_t i = nursery_len; i-- > 0;)
-        if (nursery[i].handle == h) {
+        if (nursery[i].handle == h && nursery[i].call == call) {
             if (i < sweep_mark)
                 sweep_mark--;
             memmove(nursery + i, nursery + i + 1, (nursery_len - i - 1) * sizeof *nursery);
@@ -622,10 +644,6 @@ pg_owned *pg_owned_new(int64_t h)
     return ref;
 }
 
-void pg_owned_release(pg_owned *ref)
-{
-    pg_release((int64_t)(intptr_t)ref - 1);
-}
 
 /* --- the C API: references and node fields ----------------------------------------- */
 
@@ -642,12 +660,13 @@ static int64_t retain(arena_t *A, int64_t h)
 
 /* An unmatched release (ext already 0) is refused, not obeyed: the node is
  * then alive only through its parents, which hold exact counts. */
-static int64_t release(arena_t *A, int64_t h)
+static int64_t release(arena_t *A, int64_t h, int from_nursery)
 {
     uint32_t s;
     if (!lookup(A, h, &s) || A->ext[s] == 0)
         return PG_ERR_HANDLE;
-    take_entry(h); /* if the nursery held this reference, it no longer does */
+    if (from_nursery)
+        take_my_entry(h); /* if the nursery held this reference, it no longer does */
     pg_node_release(A, s);
     pg_arena_maybe_shrink(A);
     return PG_OK;
@@ -670,7 +689,15 @@ static int64_t release_many(arena_t *A, const int64_t *handles, int64_t count)
 }
 
 int64_t pg_retain(int64_t h) { PG_LOCKED(retain(&pg_the_arena, h)); }
-int64_t pg_release(int64_t h) { PG_LOCKED(release(&pg_the_arena, h)); }
+int64_t pg_release(int64_t h) { PG_LOCKED(release(&pg_the_arena, h, 1)); }
+
+void pg_owned_release(pg_owned *ref)
+{
+    pg_lock();
+    release(&pg_the_arena, (int64_t)(intptr_t)ref - 1, 0); /* its own, never a nursery entry */
+    pg_unlock();
+}
+
 int64_t pg_release_many(const int64_t *handles, int64_t count)
 {
     PG_LOCKED(release_many(&pg_the_arena, handles, count));

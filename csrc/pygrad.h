@@ -96,8 +96,9 @@ int64_t pg_set_custom_backward(int64_t h);
 
 /* --- references -------------------------------------------------------------
  * A node lives while it has an external reference (a handle held by the
- * caller) or a parent.  pg_release refuses a release it was not owed; a
- * reference the nursery held is taken out of it. */
+ * caller) or a parent.  pg_release refuses a release it was not owed; if
+ * the nursery holds h for the calling thread's latest call, that is the
+ * reference released. */
 int64_t pg_retain(int64_t h);
 int64_t pg_release(int64_t h);
 /* Release many handles at once; returns how many were refused (bad or unowed). */

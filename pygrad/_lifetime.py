@@ -60,6 +60,7 @@ _since_full = 0  # Values kept since the last full sweep
 _clean = True  # the last sweep ran to its end
 table = []  # slot -> weakref to a Value that survived a sweep (or is stateful), or None
 _held_states = {}  # handle -> __dict__ of a stateful node that has parents or tapes
+_held_after_drop = 0  # len(_held_states) after _drop_unneeded_states last looked
 _lock = threading.RLock()
 _handle = attrgetter("_h")
 _SWEEP_YOUNG = lib.PG_SWEEP_EVERY
@@ -179,8 +180,8 @@ def sweep(full=False, blocking=True):
                 make_stateful(value)
         if _RECYCLE and dead and not attributed:
             _recycle(dead)
+        _drop_unneeded_states(full)
         if full:
-            _drop_unneeded_states()
             _fit_table()
     finally:
         _lock.release()
@@ -227,11 +228,20 @@ def _remember(survivors):
     deque(map(setitem, repeat(table), slots, map(weakref.ref, survivors)), 0)
 
 
-def _drop_unneeded_states():
+def _drop_unneeded_states(full):
     """Stop holding the state of stateful nodes that have no parents or tapes
-    left (or are gone): their Values alone hold it now."""
+    left (or are gone): their Values alone hold it now, and a cycle through a
+    custom op's closure is the collector's to free.  Soon, before the
+    collector promotes such a cycle to an older generation: at every sweep
+    while few states are held; else once their number doubled, or at a full
+    sweep (which keeps the looking O(1) per state held)."""
+    global _held_after_drop
+    held = len(_held_states)
+    if not full and _SWEEP_YOUNG < held < 2 * _held_after_drop:
+        return
     for h in [h for h in _held_states if lib.pg_parent_refs(h) <= 0]:
         del _held_states[h]
+    _held_after_drop = len(_held_states)
 
 
 def _fit_table():

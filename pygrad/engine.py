@@ -223,6 +223,11 @@ def _made(operands, fn, *args):
     return out
 
 
+# What a node's state holds for the engine, not for the user: not copied by
+# pickle or a second __init__.
+_NODE_KEYS = ("_op", "_backward", "_stateful_children")
+
+
 def _initialize(value, data, children, op, label):
     """Value(data, _children, _op, label): a leaf, or a custom op."""
     if not isinstance(value, Value):  # Value.__init__(obj, ...): a node made for obj
@@ -234,13 +239,14 @@ def _initialize(value, data, children, op, label):
         handles.append(child._h)
     attributes = None
     if hasattr(value, "_h"):  # __init__ again: the Value moves to a new node
-        attributes = {k: v for k, v in value.__dict__.items() if k not in ("_op", "_backward")}
+        attributes = {k: v for k, v in value.__dict__.items() if k not in _NODE_KEYS}
         _lifetime.release(value)
         value.__dict__ = attributes
     if children or op:
+        # Stateful children are held by this node's state (below), not apart.
         h = lib.pg_custom_node(data, handles, len(handles))
         if h < 0:
-            h = settle(h, tuple(children), lib.pg_custom_node, data, handles, len(handles))
+            h = settle(h, (), lib.pg_custom_node, data, handles, len(handles))
     else:
         h = _leaf(data)
         if h < 0:
@@ -251,8 +257,19 @@ def _initialize(value, data, children, op, label):
         _lifetime.make_stateful(value)
         if label:
             value.__dict__["label"] = label
-        if op and lib.pg_op(h) == lib.PG_OP_CUSTOM:  # under no_grad a custom op is a leaf
-            value.__dict__["_op"] = op
+        if lib.pg_op(h) == lib.PG_OP_CUSTOM:  # under no_grad a custom op is a leaf
+            if op:
+                value.__dict__["_op"] = op
+            _hold_stateful_children(value, children)
+
+
+def _hold_stateful_children(value, children):
+    """A custom op's state holds its stateful children, as micrograd's _prev
+    holds its children: their states (a closure, a label) live as long as it,
+    and the collector sees what it refers to through them."""
+    stateful = tuple(child for child in children if getattr(child, "_owner", None) is not None)
+    if stateful:
+        value.__dict__["_stateful_children"] = stateful
 
 
 def _real(x):
@@ -292,7 +309,7 @@ def _picklable_state(value):
     """A Value's attributes (its node's state, without the custom op's own
     entries) and a subclass's slots, in pickle's (dict, slots) form, or None."""
     attributes = {k: v for k, v in getattr(value, "__dict__", {}).items()
-                  if k not in ("_op", "_backward")}
+                  if k not in _NODE_KEYS}
     slots = {}
     for cls in type(value).__mro__:
         if cls is Value:
@@ -372,7 +389,7 @@ class _Tape:
     __slots__ = ("id", "_ref")
 
     def __init__(self, root):
-        tape = settle(lib.pg_tape_record(root._h), (root,))
+        tape = settle(lib.pg_tape_record(root._h))  # root's Value outlives the tape
         self._ref = ffi.gc(ffi.cast("pg_tape_ref *", tape + 1), lib.pg_tape_ref_free)
         self.id = tape
 

@@ -10,7 +10,7 @@ walk, so drawing never builds Python objects per node.  Big graphs are cut to
 the `max_nodes` nearest the root, with a note saying how many were left out.
 """
 from ._core import check, lib
-from ._lifetime import state_of
+from ._lifetime import settle, state_of
 from .engine import Value, _op_of, _Tape
 
 __all__ = ["draw_dot", "to_dot", "trace"]
@@ -36,7 +36,7 @@ def trace(root, max_nodes=MAX_NODES):
         for h in handles:
             nodes.append((h, lib.pg_data(h), lib.pg_grad(h), _op_of(h), _label_of(h)))
             for i in range(lib.pg_child_count(h)):
-                child = check(lib.pg_child_retain(h, i))
+                child = settle(lib.pg_child_retain(h, i))
                 lib.pg_release(child)  # the tape still holds it
                 if child in drawn:
                     edges.append((child, h))
