@@ -622,29 +622,6 @@ static int64_t set_stateful(arena_t *A, int64_t h)
 
 int64_t pg_set_stateful(int64_t h) { PG_LOCKED(set_stateful(&pg_the_arena, h)); }
 
-/* The reference a stateful Value's gc object holds: one more reference (the
- * one the Value held while plain is given back by the next sweep); as the
- * handle plus one, so that it is never NULL.  Never dereferenced. */
-static pg_owned *owned_new(arena_t *A, int64_t h)
-{
-    uint32_t s;
-    if (!lookup(A, h, &s))
-        return NULL;
-    if (A->ext[s] == UINT32_MAX)
-        return NULL;
-    A->ext[s]++;
-    return (pg_owned *)(intptr_t)(h + 1);
-}
-
-pg_owned *pg_owned_new(int64_t h)
-{
-    pg_lock();
-    pg_owned *ref = owned_new(&pg_the_arena, h);
-    pg_unlock();
-    return ref;
-}
-
-
 /* --- the C API: references and node fields ----------------------------------------- */
 
 static int64_t retain(arena_t *A, int64_t h)
@@ -660,13 +637,12 @@ static int64_t retain(arena_t *A, int64_t h)
 
 /* An unmatched release (ext already 0) is refused, not obeyed: the node is
  * then alive only through its parents, which hold exact counts. */
-static int64_t release(arena_t *A, int64_t h, int from_nursery)
+static int64_t release(arena_t *A, int64_t h)
 {
     uint32_t s;
     if (!lookup(A, h, &s) || A->ext[s] == 0)
         return PG_ERR_HANDLE;
-    if (from_nursery)
-        take_my_entry(h); /* if the nursery held this reference, it no longer does */
+    take_my_entry(h); /* if the nursery held this reference, it no longer does */
     pg_node_release(A, s);
     pg_arena_maybe_shrink(A);
     return PG_OK;
@@ -689,14 +665,7 @@ static int64_t release_many(arena_t *A, const int64_t *handles, int64_t count)
 }
 
 int64_t pg_retain(int64_t h) { PG_LOCKED(retain(&pg_the_arena, h)); }
-int64_t pg_release(int64_t h) { PG_LOCKED(release(&pg_the_arena, h, 1)); }
-
-void pg_owned_release(pg_owned *ref)
-{
-    pg_lock();
-    release(&pg_the_arena, (int64_t)(intptr_t)ref - 1, 0); /* its own, never a nursery entry */
-    pg_unlock();
-}
+int64_t pg_release(int64_t h) { PG_LOCKED(release(&pg_the_arena, h)); }
 
 int64_t pg_release_many(const int64_t *handles, int64_t count)
 {

@@ -294,7 +294,24 @@ int64_t pg_tape_diff(int64_t a, int64_t b) { PG_LOCKED(tape_diff(&pg_the_arena, 
 
 int64_t pg_tape_record(int64_t root) { PG_LOCKED(tape_record(&pg_the_arena, root)); }
 int64_t pg_tape_free(int64_t tape) { PG_LOCKED(tape_free(&pg_the_arena, tape)); }
-void pg_tape_ref_free(pg_tape_ref *ref) { pg_tape_free((int64_t)(intptr_t)ref - 1); }
+
+int64_t pg_tape_record_into(pg_tape_ref *ref, int64_t root)
+{
+    if (!ref || ref->recorded)
+        return PG_ERR_ARG;
+    int64_t id = pg_tape_record(root);
+    if (id >= 0 || id <= PG_PENDING / 2) /* a tape id, maybe PG_PENDING-flagged */
+        *ref = (pg_tape_ref){1, id >= 0 ? id : id - PG_PENDING};
+    return id;
+}
+
+void pg_tape_ref_clear(pg_tape_ref *ref)
+{
+    if (ref && ref->recorded) {
+        ref->recorded = 0;
+        pg_tape_free(ref->tape);
+    }
+}
 int64_t pg_tape_length(int64_t tape) { PG_LOCKED(tape_length(tape)); }
 int64_t pg_tape_node(int64_t tape, int64_t i) { PG_LOCKED(tape_node(&pg_the_arena, tape, i)); }
 int64_t pg_tape_backward(int64_t tape, int64_t end)

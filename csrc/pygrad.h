@@ -133,9 +133,12 @@ int64_t pg_node_backward(int64_t h);
 /* --- tapes: a recorded topological order, holding a reference to each node -- */
 int64_t pg_tape_record(int64_t root);           /* tape id */
 int64_t pg_tape_free(int64_t tape);
-/* A gc object's destructor for a tape: (pg_tape_ref *)(tape id + 1). */
-typedef struct pg_tape_ref pg_tape_ref;
-void pg_tape_ref_free(pg_tape_ref *ref);
+/* A tape a Python object owns: Python makes the struct (ffi.new zeroes it) and
+ * hands it to a gc object whose destructor is pg_tape_ref_clear *before* the
+ * call that records into it, so that no interrupt between the two loses it. */
+typedef struct pg_tape_ref { int64_t recorded; int64_t tape; } pg_tape_ref;
+int64_t pg_tape_record_into(pg_tape_ref *ref, int64_t root); /* pg_tape_record's result */
+void pg_tape_ref_clear(pg_tape_ref *ref);       /* frees its tape, if it holds one */
 int64_t pg_tape_length(int64_t tape);
 int64_t pg_tape_node(int64_t tape, int64_t i);  /* handle at position i (root is last) */
 /* Run local backward steps for positions end-1, end-2, ... down to 0, stopping
@@ -187,9 +190,7 @@ int64_t pg_grad_recording(void);               /* 1 if the calling thread record
  * except those of each thread's latest call, whose Values may not exist yet.
  * Results are PG_PENDING-flagged when a sweep is due, and when a call gave a
  * parent or a tape to a stateful node (pg_set_stateful): its Python state
- * must then outlive its Values.  A stateful Value holds its node through a
- * gc object made from pg_owned_new, whose destructor is pg_owned_release. */
-typedef struct pg_owned pg_owned;
+ * must then outlive its Values. */
 int64_t pg_python_layer(int64_t on);        /* returns the old setting */
 /* Begin a sweep: returns how many nursery handles are not in flight. */
 int64_t pg_sweep_begin(void);
@@ -197,10 +198,7 @@ int64_t pg_sweep_begin(void);
  * Python looked at; returns how many references were released. */
 int64_t pg_sweep_end(int64_t *kept, int64_t n_kept, int64_t *dropped, int64_t n_dropped);
 int64_t pg_set_stateful(int64_t h);         /* returns its parent and tape references */
-/* A stateful Value's reference to h: one more; NULL for a bad handle.  It is
- * (pg_owned *)(h + 1), never dereferenced. */
-pg_owned *pg_owned_new(int64_t h);
-void pg_owned_release(pg_owned *ref);
+
 
 /* --- bookkeeping ---------------------------------------------------------- */
 int64_t pg_live_nodes(void);

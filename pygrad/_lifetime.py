@@ -9,8 +9,8 @@ such Value in one list, ``values``; a sweep now and then reads each one's
 reference count from C and lets go of those that nothing else holds.  Because
 no plain Value is in a cycle, that count is exact, and nothing has to run when
 a Value dies: no finalizer, which is where Python would swallow a signal
-handler's exception, and where a finalizer of cyclic garbage could meet a
-node already freed.  Values that survive a sweep go into ``table`` (weakly, by node
+handler's exception, and which would run before a finalizer of cyclic
+garbage could resurrect the Value.  Values that survive a sweep go into ``table`` (weakly, by node
 slot), which gives ``_prev`` the user's own objects back.
 
 The C core keeps each handle it hands out in a nursery until the next sweep
@@ -21,13 +21,15 @@ too.  Every few hundred handles it flags a call PG_PENDING: time to sweep.
 Stateful Values.  Anything a user attaches to a Value (``label``, any
 attribute, a custom op's ``_backward``) is the node's state: it is the
 Value's ``__dict__``, shared by every Value of the node.  Such a Value may be
-in cycles (a custom op's closure refers to ``out``), so it is left to Python's
-cycle collector: it holds its node through a cffi gc object, whose C
-destructor releases the node when the Value is really gone, and the table
-keeps only a weak reference to it.  While the node has parents or tapes, this
-module also holds the state, so that it outlives the Value; full sweeps let go
-of it once the node has none, which makes a closure referring to ``out`` an
-ordinary cycle that the collector frees.
+in cycles (a custom op's closure refers to ``out``), so its count says
+nothing; it holds an ``_Anchor`` instead, a little object that takes its
+place (and its reference) in ``values``.  The anchor refers to nothing, so
+its count is exact: it dies when the Value is really freed, by the count or
+by the cycle collector, and only then (a finalizer that resurrects the Value
+keeps it).  While the node has parents or tapes, this module also holds the
+state, so that it outlives the Value; sweeps let go of it once the node has
+none, which makes a closure referring to ``out`` an ordinary cycle that the
+collector frees.  A custom op's state holds its stateful children.
 """
 import gc
 import os
@@ -36,7 +38,7 @@ import threading
 import weakref
 from collections import deque
 from itertools import compress, repeat
-from operator import attrgetter, is_, ne, not_, setitem
+from operator import attrgetter, is_, is_not, ne, not_, setitem
 
 from ._core import error_for, ffi, lib
 
@@ -106,7 +108,7 @@ def settle(result, operands=(), fn=None, *args):
     if result > _LAST_ERROR:
         raise error_for(result)
     for value in operands:
-        if getattr(value, "_owner", None) is not None:
+        if getattr(value, "_anchor", None) is not None:
             hold_state(value)
     sweep(full=False, blocking=False)
     return result - PENDING
@@ -133,7 +135,7 @@ def sweep(full=False, blocking=True):
     that looking at each costs O(1) per Value kept).  One thread at a time; a
     caller that may skip it passes blocking=False.
 
-    Safe to interrupt anywhere: until pg_sweep_end nothing has changed, and a
+    Safe to interrupt anywhere: until `values` changes nothing has, and a
     sweep that did not finish makes the next one look at everything."""
     global _old, _clean, _since_full
     if not _lock.acquire(blocking):
@@ -169,15 +171,19 @@ def sweep(full=False, blocking=True):
         dropped = list(map(_handle, named))
         del named
         _keep_states_of(v for v, is_held in attributed if not is_held)
+        n_survivors, n_kept, n_dropped = len(survivors), len(kept), len(dropped)
         _clean = False
+        # No call between these three lines, where an interrupt could land
+        # (Python runs signal handlers after calls and at loops' ends only):
+        # `values` loses the dead exactly when C releases them.
         values[start:end] = survivors
-        _old = start + len(survivors)
-        lib.pg_sweep_end(kept, len(kept), dropped, len(dropped))
+        _old = start + n_survivors
+        lib.pg_sweep_end(kept, n_kept, dropped, n_dropped)
         _clean = True
         _remember(newcomers if old or not full else survivors)
         for value, is_held in attributed:
             if is_held:
-                make_stateful(value)
+                _make_stateful_from_sweep(value)
         if _RECYCLE and dead and not attributed:
             _recycle(dead)
         _drop_unneeded_states(full)
@@ -189,7 +195,7 @@ def sweep(full=False, blocking=True):
 
 def _recycle(dead):
     """Keep dead plain Values for reuse, but those with weak references (a
-    weakref to a dead Value must die with it) and _Pins."""
+    weakref to a dead Value must die with it) and _Anchors."""
     if len(free) + len(dead) > _FREE_MAX:
         dead = dead[:max(0, _FREE_MAX - len(free))]
     dead = list(compress(dead, map(is_, map(type, dead), repeat(_value_class))))
@@ -223,7 +229,8 @@ def _slots_in_table(handles):
 
 
 def _remember(survivors):
-    """Put (weak references to) survivors in the table, for _prev."""
+    """Put (weak references to) surviving Values in the table, for _prev."""
+    survivors = list(compress(survivors, map(is_not, map(type, survivors), repeat(_Anchor))))
     slots = _slots_in_table(map(_handle, survivors))
     deque(map(setitem, repeat(table), slots, map(weakref.ref, survivors)), 0)
 
@@ -307,9 +314,12 @@ def _registered(h):
 
 # --- stateful Values --------------------------------------------------------------------------
 
-class _Pin:
-    """Stands in `values` for a plain Value that became stateful, until a
-    sweep releases the reference the Value held as a plain one."""
+class _Anchor:
+    """A stateful Value's reference to its node, kept in `values` in the
+    Value's place (and the reference a Value gives back when it stops being
+    plain).  It refers to nothing, so the sweep reads its count exactly: it
+    dies when its Value is really freed, after any finalizer that resurrects
+    the Value has run (which a finalizer of its own would not wait for)."""
 
     __slots__ = ("_h",)
 
@@ -318,37 +328,47 @@ class _Pin:
 
 
 def make_stateful(value):
-    """Make `value` (kept in `values` as a plain Value) stateful: it holds one
-    more reference through a gc object, and a _Pin takes its place in
-    `values` to give the old one back at the next sweep."""
+    """Make `value` (kept in `values` as a plain Value) stateful: an _Anchor
+    takes its place in `values`, with its reference; the Value holds the
+    anchor.  In that order: a Value interrupted in between holds its anchor
+    and its place, which the sweep finishes (_make_stateful_from_sweep)."""
     with _lock:
-        if getattr(value, "_owner", None) is not None:
+        if getattr(value, "_anchor", None) is not None:
             return
         h = value._h
-        ref = lib.pg_owned_new(h)
-        if ref == ffi.NULL:
-            raise error_for(lib.PG_ERR_HANDLE)
-        try:
-            owner = ffi.gc(ref, lib.pg_owned_release)
-        except BaseException:
-            lib.pg_owned_release(ref)
-            raise
-        object.__setattr__(value, "_owner", owner)
+        anchor = _Anchor(h)
+        object.__setattr__(value, "_anchor", anchor)
         refs = lib.pg_set_stateful(h)
         if refs > 0:
             _held_states[h] = value.__dict__
         table[_slots_in_table([h])[0]] = weakref.ref(value)
-        _replace_in_values(value, _Pin(h))
+        _replace_in_values(value, anchor)
 
 
-def _replace_in_values(value, pin):
+def _make_stateful_from_sweep(value):
+    """A live Value with attributes, in `values`: stateful from now on, or
+    already (an interrupt stopped make_stateful before its anchor took its place)."""
+    anchor = getattr(value, "_anchor", None)
+    if anchor is not None:
+        _replace_in_values(value, anchor)
+    else:
+        make_stateful(value)
+
+
+def new_tape_ref():
+    """An empty pg_tape_ref owned by a gc object: the tape it will hold is
+    freed when the object goes, whatever interrupted its maker."""
+    return ffi.gc(ffi.new("pg_tape_ref *"), lib.pg_tape_ref_clear)
+
+
+def _replace_in_values(value, anchor):
     global _old
     for first in (_old, 0):
         try:
             i = values.index(value, first)
         except ValueError:
             continue
-        values[i] = pin
+        values[i] = anchor
         return
 
 
@@ -363,19 +383,17 @@ def state_of(h):
     """The state dict of node h, or None (a plain node, or none known)."""
     value = _registered(h)
     if value is not None:
-        return value.__dict__ if getattr(value, "_owner", None) is not None else None
+        return value.__dict__ if getattr(value, "_anchor", None) is not None else None
     return _held_states.get(h)
 
 
 def release(value):
-    """Give up `value`'s reference to its node now (re-initializing it)."""
+    """Give up `value`'s reference to its node now (re-initializing it): its
+    anchor, or a new one in its place in `values`, gives it back at the next sweep."""
     with _lock:
-        owner = getattr(value, "_owner", None)
-        if owner is not None:
-            object.__setattr__(value, "_owner", None)
-            ffi.release(owner)
-        else:  # a plain Value: a _Pin gives its reference back at the next sweep
-            _replace_in_values(value, _Pin(value._h))
+        if getattr(value, "_anchor", None) is not None:
+            object.__setattr__(value, "_anchor", None)
+        _replace_in_values(value, _Anchor(value._h))
         slot = value._h >> GEN_BITS
         if slot < len(table) and _registered(value._h) is value:
             table[slot] = None

@@ -7,6 +7,7 @@ side by side).  How a Value and its node live and die together (attributes,
 identity, custom ops, signals) is pygrad/_lifetime.py.
 """
 import contextlib
+import functools
 import numbers
 import threading
 
@@ -32,7 +33,7 @@ live_nodes = _lifetime.live_nodes
 class Value:
     """ stores a single scalar value and its gradient """
 
-    __slots__ = ("_h", "_owner", "__dict__", "__weakref__")
+    __slots__ = ("_h", "_anchor", "__dict__", "__weakref__")
     label = ""  # the Zero-to-Hero lecture's; Value(2.0, label='a') or v.label = 'a'
 
     def __init__(self, data, _children=(), _op='', label=''):
@@ -267,7 +268,7 @@ def _hold_stateful_children(value, children):
     """A custom op's state holds its stateful children, as micrograd's _prev
     holds its children: their states (a closure, a label) live as long as it,
     and the collector sees what it refers to through them."""
-    stateful = tuple(child for child in children if getattr(child, "_owner", None) is not None)
+    stateful = tuple(child for child in children if getattr(child, "_anchor", None) is not None)
     if stateful:
         value.__dict__["_stateful_children"] = stateful
 
@@ -389,9 +390,8 @@ class _Tape:
     __slots__ = ("id", "_ref")
 
     def __init__(self, root):
-        tape = settle(lib.pg_tape_record(root._h))  # root's Value outlives the tape
-        self._ref = ffi.gc(ffi.cast("pg_tape_ref *", tape + 1), lib.pg_tape_ref_free)
-        self.id = tape
+        self._ref = _lifetime.new_tape_ref()
+        self.id = settle(lib.pg_tape_record_into(self._ref, root._h))  # root outlives it
 
     def __len__(self):
         return lib.pg_tape_length(self.id)
@@ -425,24 +425,32 @@ class no_grad(contextlib.ContextDecorator):
     this thread, as torch.no_grad(): for inference, e.g. scoring a grid.  A
     context manager or a decorator; nests, and is safe across threads.
 
-    Recording is off while the thread holds a C token; the token is released
-    by __exit__, or, if an interrupt skipped __exit__, when this object goes
-    away (a C destructor: no Python code has to run for it)."""
+    Recording is off while the thread holds an active C token.  Nothing an
+    interrupt (a signal handler's exception) can skip is between turning it
+    off and on: __enter__ and __exit__ are looked up (these properties, which
+    make the token) before the with statement calls them, and what it calls
+    is C: a partial of pg_grad_off_start, and the token's own __exit__, which
+    frees it (pg_grad_off_release).  No Python frame runs in between."""
 
     def __init__(self):
-        self._threads = threading.local()  # each thread's stack of tokens
+        self._threads = threading.local()  # the token between the two lookups
 
+    @property
     def __enter__(self):
-        token = lib.pg_grad_off_new()
+        token = ffi.gc(lib.pg_grad_off_new(), lib.pg_grad_off_release)
         if token == ffi.NULL:
             raise MemoryError("no memory for a no_grad token")
-        token = ffi.gc(token, lib.pg_grad_off_release)
-        self._threads.__dict__.setdefault("tokens", []).append(token)
-        check(lib.pg_grad_off_start(token))
+        self._threads.token = token
+        return functools.partial(lib.pg_grad_off_start, token)
 
-    def __exit__(self, *exc):
-        ffi.release(self._threads.tokens.pop())
-        return False
+    @property
+    def __exit__(self):
+        token = self._threads.__dict__.pop("token", None)
+        return token.__exit__ if token is not None else _exit_without_enter
 
-    def _recreate_cm(self):  # each decorated call gets its own token stack
+    def _recreate_cm(self):  # each decorated call gets its own tokens
         return type(self)()
+
+
+def _exit_without_enter(*exc):
+    raise RuntimeError("no_grad.__exit__ without a matching __enter__")

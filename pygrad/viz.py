@@ -10,7 +10,7 @@ walk, so drawing never builds Python objects per node.  Big graphs are cut to
 the `max_nodes` nearest the root, with a note saying how many were left out.
 """
 from ._core import check, lib
-from ._lifetime import settle, state_of
+from ._lifetime import register_young, settle, state_of
 from .engine import Value, _op_of, _Tape
 
 __all__ = ["draw_dot", "to_dot", "trace"]
@@ -26,6 +26,7 @@ def trace(root, max_nodes=MAX_NODES):
         raise TypeError(f"trace() takes a Value, not {type(root).__name__}")
     if max_nodes < 1:
         raise ValueError("max_nodes must be at least 1")
+    register_young()  # Values given attributes since the last sweep: their labels
     tape = _Tape(root)
     try:
         length = len(tape)

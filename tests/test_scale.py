@@ -135,15 +135,10 @@ def test_a_big_graph_builds_backprops_and_is_freed(arena):
     report(f"{nodes:,}-node graph", nodes=nodes, depth=steps, build_s=t1 - t0,
            backward_s=t2 - t1, free_s=t3 - t2, rss_growth_mb=(rss_built - rss0) / 2**20,
            peak_rss_mb=peak_rss_mb(), bytes_per_node=(rss_built - rss0) / nodes)
-    # Freed slots are reused: building again touches no new memory.  (Freeing
-    # itself does, once: the free list is threaded through an array that only
-    # freeing writes, 4 bytes a slot.)
-    rss_freed = rss_bytes()
-    acc = Value(0.0)
-    for t in range(min(steps, 1_000_000)):
-        acc = acc + a[t % K] * b[t % K2]
-    assert rss_bytes() - rss_freed < 16 * 2**20
-    del acc, a, b
+    # The arena shrinks as the graph goes (its leaves are at the bottom): most
+    # of the memory is given back.
+    assert rss_bytes() - rss0 < 0.25 * (rss_built - rss0)
+    del a, b
 
 
 # --- running out: the node limit -----------------------------------------------------------
