@@ -154,11 +154,16 @@ static int grow_array(void **slot, void *old, size_t count, size_t size)
  * inconsistent. */
 static int64_t resize_slots(arena_t *A, size_t cap)
 {
+    if (cap > A->gen_slots) {
+        if (!GROW(A->gen, cap))
+            return PG_ERR_NOMEM;
+        memset(A->gen + A->gen_slots, 0, (cap - A->gen_slots) * sizeof *A->gen);
+        A->gen_slots = (uint32_t)cap;
+    }
     if (!GROW(A->data, cap) || !GROW(A->grad, cap) || !GROW(A->exponent, cap) ||
         !GROW(A->kids, cap) || !GROW(A->kids_ext, cap) || !GROW(A->arity, cap) ||
-        !GROW(A->gen, cap) || !GROW(A->refs, cap) || !GROW(A->ext, cap) ||
-        !GROW(A->mark, cap) || !GROW(A->link, cap) || !GROW(A->op, cap) ||
-        !GROW(A->flags, cap))
+        !GROW(A->refs, cap) || !GROW(A->ext, cap) || !GROW(A->mark, cap) ||
+        !GROW(A->link, cap) || !GROW(A->op, cap) || !GROW(A->flags, cap))
         return PG_ERR_NOMEM;
     A->capacity = (uint32_t)cap;
     return PG_OK;
@@ -242,8 +247,7 @@ static int64_t take_slot(arena_t *A, uint32_t *slot)
             if (rc < 0)
                 return rc;
         }
-        *slot = A->used++;
-        A->gen[*slot] = 0;
+        *slot = A->used++; /* its generation: 0, or what it had before a shrink */
     }
     A->live++;
     return PG_OK;
@@ -429,7 +433,10 @@ int64_t pg_nursery_reserve(arena_t *A, size_t count)
     size_t cap = nursery_cap ? nursery_cap : 1024;
     while (cap < nursery_len + count)
         cap *= 2;
-    return GROW(nursery, cap) ? PG_OK : PG_ERR_NOMEM;
+    if (!GROW(nursery, cap))
+        return PG_ERR_NOMEM;
+    nursery_cap = cap;
+    return PG_OK;
 }
 
 int64_t pg_hand_out(arena_t *A, int64_t result, const int64_t *handles, size_t count,
@@ -538,8 +545,10 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
     if (!taken)
         return PG_ERR_NOMEM;
     uint8_t *kept_taken = taken, *dropped_taken = taken + n_kept;
-    qsort(kept, (size_t)n_kept, sizeof *kept, by_value);
-    qsort(dropped, (size_t)n_dropped, sizeof *dropped, by_value);
+    if (n_kept)
+        qsort(kept, (size_t)n_kept, sizeof *kept, by_value);
+    if (n_dropped)
+        qsort(dropped, (size_t)n_dropped, sizeof *dropped, by_value);
     size_t mark = sweep_mark < nursery_len ? sweep_mark : nursery_len, keep = 0;
     int64_t released = 0;
     for (size_t i = 0; i < mark; i++) {

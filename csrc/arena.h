@@ -20,16 +20,19 @@ typedef struct {
     uint32_t (*kids)[2];   /* children of nodes with arity <= 2 */
     uint32_t **kids_ext;   /* children of nodes with arity > 2 (malloc'd), else NULL */
     uint32_t *arity;       /* number of children */
-    uint32_t *gen;         /* generation: bumped on free, checked on every lookup */
+    uint32_t *gen;         /* generation: bumped on free, checked on every lookup;
+                            * never shrunk (gen_slots of them), so that a slot cut
+                            * off by a shrink and grown again keeps its generation
+                            * and old handles to it stay stale */
     uint32_t *refs;        /* references from parents and tapes: exact, C-managed */
-    uint32_t *ext;         /* references held by Python (pins and gc owners); kept
+    uint32_t *ext;         /* references held by callers (Values, anchors); kept
                             * apart so that a misbehaving caller's extra release
                             * can never free a node a parent still uses */
     uint32_t *mark;        /* epoch of the last graph walk that visited the node */
     uint32_t *link;        /* free list / release worklist chain */
     uint8_t *op;           /* enum pg_op */
     uint8_t *flags;        /* PG_FLAG_* and FLAG_* */
-    uint32_t capacity, used, free_head;
+    uint32_t capacity, used, free_head, gen_slots;
     uint64_t live, limit;  /* limit 0 = none */
     uint64_t frees_since_shrink; /* paces pg_arena_maybe_shrink */
     uint32_t epoch;

@@ -516,7 +516,8 @@ static int64_t api_custom_node(double data, const int64_t *children, int64_t cou
     arena_t *A = &pg_the_arena;
     if (count < 0 || count > (int64_t)MAX_SLOTS || (count > 0 && !children))
         return PG_ERR_ARG;
-    if (!pg_grad_enabled())
+    int recording = pg_grad_enabled();
+    if (!recording)
         count = 0;
     uint32_t *kids = malloc((size_t)(count ? count : 1) * sizeof *kids);
     if (!kids)
@@ -525,7 +526,7 @@ static int64_t api_custom_node(double data, const int64_t *children, int64_t cou
     if (pg_lookup_all(A, children, count, kids)) {
         h = pg_nursery_reserve(A, 1);
         if (h == PG_OK)
-            h = hand_out(A, pg_node_new(A, count ? PG_OP_CUSTOM : PG_OP_LEAF, data, kids,
+            h = hand_out(A, pg_node_new(A, recording ? PG_OP_CUSTOM : PG_OP_LEAF, data, kids,
                                         (uint32_t)count, NULL),
                          kids, (size_t)count);
     }

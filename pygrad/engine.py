@@ -186,7 +186,7 @@ class Value:
         fn = _custom_backward(self._h)
         if fn is not None:
             return fn
-        return _BuiltinBackward(self._h)
+        return _BuiltinBackward(self)
 
     @_backward.setter
     def _backward(self, fn):
@@ -367,15 +367,16 @@ def _no_backward():
 class _BuiltinBackward:
     """A built-in op's local backward step, as micrograd's out._backward():
     callable, returns None.  Still the built-in step after the node's
-    _backward is replaced (the user may be wrapping it)."""
+    _backward is replaced (the user may be wrapping it).  It holds its Value,
+    as micrograd's closure holds `out`: the node lives while it does."""
 
-    __slots__ = ("_h",)
+    __slots__ = ("_value",)
 
-    def __init__(self, h):
-        self._h = h
+    def __init__(self, value):
+        self._value = value
 
     def __call__(self):
-        check(lib.pg_node_backward(self._h))
+        check(lib.pg_node_backward(self._value._h))
 
 
 def _check_live(value):

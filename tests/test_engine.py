@@ -1017,8 +1017,9 @@ def test_custom_op_gradient_in_the_leak_loop_is_right():
 # 2**10 times (GEN_BITS), and the registry forgets freed nodes only in bulk.
 
 def test_builtin_node_on_a_reused_slot_is_not_taken_for_a_dead_custom_op():
-    settle()  # nothing else is freed with `tagged`, on top of its slot
+    settle()
     tagged = Value(1.0, (), "tag")  # a custom-op node (an _op label) without a closure
+    pygrad.live_nodes()  # nothing else is freed with `tagged`, on top of its slot
     handle = tagged._h
     del tagged
     pygrad.live_nodes()  # flush: the custom node's slot is now on top of the free list
