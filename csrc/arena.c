@@ -4,6 +4,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "arena.h"
 
@@ -230,6 +233,9 @@ void pg_arena_maybe_shrink(arena_t *A)
     free(A->walk_next);
     A->walk_order = A->walk_stack = A->walk_next = NULL;
     A->walk_cap = 0;
+#ifdef __GLIBC__
+    malloc_trim(0); /* arrays below the mmap threshold leave holes in the heap: give them back */
+#endif
 }
 
 /* --- allocation and release ---------------------------------------------------- */

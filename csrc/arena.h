@@ -20,10 +20,11 @@ typedef struct {
     uint32_t (*kids)[2];   /* children of nodes with arity <= 2 */
     uint32_t **kids_ext;   /* children of nodes with arity > 2 (malloc'd), else NULL */
     uint32_t *arity;       /* number of children */
-    uint32_t *gen;         /* generation: bumped on free, checked on every lookup;
-                            * never shrunk (gen_slots of them), so that a slot cut
-                            * off by a shrink and grown again keeps its generation
-                            * and old handles to it stay stale */
+    uint16_t *gen;         /* generation: bumped on free, checked on every lookup
+                            * (mod 2^PG_GEN_BITS, which divides 2^16); never shrunk
+                            * (gen_slots of them), so that a slot cut off by a shrink
+                            * and grown again keeps its generation and old handles
+                            * to it stay stale */
     uint32_t *refs;        /* references from parents and tapes: exact, C-managed */
     uint32_t *ext;         /* references held by callers (Values, anchors); kept
                             * apart so that a misbehaving caller's extra release
@@ -56,6 +57,7 @@ static inline const uint32_t *children_of(const arena_t *A, uint32_t s)
  * fastest; a stale handle goes unnoticed only if its slot was reused a
  * multiple of 1024 times. */
 #define GEN_MASK ((1u << PG_GEN_BITS) - 1)
+_Static_assert(PG_GEN_BITS <= 16, "generations are kept in 16 bits");
 
 static inline int64_t handle_of(const arena_t *A, uint32_t s)
 {
@@ -68,7 +70,7 @@ static inline int lookup(const arena_t *A, int64_t h, uint32_t *slot)
     if (h < 0 || h >= ((int64_t)1 << (32 + PG_GEN_BITS)))
         return 0;
     uint32_t s = (uint32_t)(h >> PG_GEN_BITS);
-    if (s >= A->used || (A->gen[s] & GEN_MASK) != (uint32_t)(h & GEN_MASK) ||
+    if (s >= A->used || (uint32_t)(A->gen[s] & GEN_MASK) != (uint32_t)(h & GEN_MASK) ||
         A->op[s] == PG_OP_FREE)
         return 0;
     *slot = s;
