@@ -38,7 +38,7 @@ from collections import deque
 from itertools import compress, repeat
 from operator import attrgetter, is_, ne, not_, setitem
 
-from ._core import error_for, ffi, lib
+from ._core import StaleValueError, error_for, ffi, lib
 
 GEN_BITS = lib.PG_GEN_BITS
 PENDING = -(1 << lib.PG_PENDING_SHIFT)
@@ -63,6 +63,9 @@ _held_states = {}  # handle -> __dict__ of a stateful node that has parents or t
 _lock = threading.RLock()
 _handle = attrgetter("_h")
 _SWEEP_YOUNG = lib.PG_SWEEP_EVERY
+# What reading a Value's _h, or handing it to C, raises once a program
+# overwrote it with something that is no int, or deleted it.
+_TAMPERED = (AttributeError, TypeError, OverflowError)
 
 
 def _reset_after_fork():
@@ -164,19 +167,24 @@ def sweep(full=False, blocking=True):
         else:
             named = ()
         del batch, held
-        kept = list(map(_handle, survivors if not _clean else newcomers))
-        dropped = list(map(_handle, named))
+        kept, tampered = _handles_for_c(survivors if not _clean else newcomers)
+        dropped = _handles_for_c(named)[0]
         del named
+        if tampered:  # they stay young: see _handles_for_c
+            survivors, newcomers = _without(survivors, tampered), _without(newcomers, tampered)
         _keep_states_of(v for v, is_held in attributed if not is_held)
         _clean = False
-        values[start:end] = survivors
+        values[start:end] = survivors + tampered
         _old = start + len(survivors)
         lib.pg_sweep_end(kept, len(kept), dropped, len(dropped))
         _clean = True
         _remember(newcomers if old or not full else survivors)
         for value, is_held in attributed:
             if is_held:
-                make_stateful(value)
+                try:
+                    make_stateful(value)
+                except _TAMPERED + (StaleValueError,):
+                    pass  # its _h was overwritten: it stays plain while it names no live node
         if _RECYCLE and dead and not attributed:
             _recycle(dead)
         if full:
@@ -184,6 +192,48 @@ def sweep(full=False, blocking=True):
             _fit_table()
     finally:
         _lock.release()
+
+
+def _is_handle(h, end=None):
+    """Whether h can be the handle of a live node: an int naming a slot in
+    use (below `end`, the handle past the last such slot)."""
+    if end is None:
+        end = lib.pg_slots_in_use() << GEN_BITS
+    return type(h) is int and 0 <= h < end
+
+
+def _handles_for_c(batch):
+    """(The handles of batch's Values as an int64_t array for C, the Values
+    left out).  A program may have overwritten a Value's _h with anything, or
+    deleted it; such a Value is left out, so that one tampered Value can make
+    no sweep fail (and nothing be released again), nor index the table
+    anywhere.  A young one left out stays young: if its nursery entry
+    outlives this sweep (in flight), the next sweep still counts it as
+    young's, and if not, the count no longer adds up and the next sweep
+    names every dead Value.  (An int naming a slot in use may still name no
+    live node, or another Value's: C refuses the one, and the other is
+    aliasing, whose first release wins.)"""
+    end = lib.pg_slots_in_use() << GEN_BITS
+    try:
+        handles = list(map(_handle, batch))
+        if not handles or (min(handles) >= 0 and max(handles) < end):
+            return ffi.new("int64_t[]", handles), []
+    except _TAMPERED:
+        pass
+    handles, left_out = [], []
+    for value in batch:
+        h = getattr(value, "_h", None)
+        if _is_handle(h, end):
+            handles.append(h)
+        else:
+            left_out.append(value)
+    return ffi.new("int64_t[]", handles), left_out
+
+
+def _without(batch, some):
+    """batch without the Values in `some` (by identity)."""
+    ids = set(map(id, some))
+    return [v for v in batch if id(v) not in ids]
 
 
 def _recycle(dead):
@@ -208,8 +258,8 @@ def _keep_states_of(dying):
     """Plain Values with attributes that nothing holds any more: their
     attributes stay with their nodes, if the nodes live on (parents, tapes)."""
     for value in dying:
-        h = value._h
-        if lib.pg_parent_refs(h) > 0 and lib.pg_set_stateful(h) >= 0:
+        h = getattr(value, "_h", None)  # a program may have overwritten it
+        if _is_handle(h) and lib.pg_parent_refs(h) > 0 and lib.pg_set_stateful(h) >= 0:
             _held_states[h] = value.__dict__
 
 
@@ -288,7 +338,7 @@ def register_young():
 
 def _registered(h):
     slot = h >> GEN_BITS
-    entry = table[slot] if slot < len(table) else None
+    entry = table[slot] if 0 <= slot < len(table) else None
     value = entry() if entry is not None else None
     if value is not None and getattr(value, "_h", None) == h:
         return value
@@ -360,15 +410,15 @@ def state_of(h):
 def release(value):
     """Give up `value`'s reference to its node now (re-initializing it)."""
     with _lock:
+        h = getattr(value, "_h", None)
         owner = getattr(value, "_owner", None)
         if owner is not None:
             object.__setattr__(value, "_owner", None)
             ffi.release(owner)
         else:  # a plain Value: a _Pin gives its reference back at the next sweep
-            _replace_in_values(value, _Pin(value._h))
-        slot = value._h >> GEN_BITS
-        if slot < len(table) and _registered(value._h) is value:
-            table[slot] = None
+            _replace_in_values(value, _Pin(h))
+        if _is_handle(h) and _registered(h) is value:
+            table[h >> GEN_BITS] = None
 
 
 # Filled in by pygrad.engine.
