@@ -505,12 +505,15 @@ static int take_one(const int64_t *sorted, uint8_t *taken, size_t n, int64_t h)
     return 0;
 }
 
-/* Release one external reference of handle h (a Value's, not the nursery's). */
-static void release_owned(arena_t *A, int64_t h)
+/* Release one external reference of handle h (a Value's, not the nursery's);
+ * 1 if it did, 0 if h is no live node with one to release. */
+static int release_owned(arena_t *A, int64_t h)
 {
     uint32_t s;
-    if (lookup(A, h, &s) && A->ext[s] > 0)
-        pg_node_release(A, s);
+    if (!lookup(A, h, &s) || A->ext[s] == 0)
+        return 0;
+    pg_node_release(A, s);
+    return 1;
 }
 
 /* Each of kept takes one nursery entry of its handle (the reference is its
@@ -540,14 +543,11 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
             nursery[keep++] = nursery[i];
             continue;
         }
-        release_owned(A, h); /* dropped, or lost on its way to a Value */
-        released++;
+        released += release_owned(A, h); /* dropped, or lost on its way to a Value */
     }
     for (int64_t i = 0; i < n_dropped; i++)
-        if (!dropped_taken[i]) {
-            release_owned(A, dropped[i]); /* a Value's own reference */
-            released++;
-        }
+        if (!dropped_taken[i])
+            released += release_owned(A, dropped[i]); /* a Value's own reference */
     free(taken);
     /* entries made after the sweep began stay young */
     memmove(nursery + keep, nursery + mark, (nursery_len - mark) * sizeof *nursery);
@@ -622,9 +622,10 @@ pg_owned *pg_owned_new(int64_t h)
     return ref;
 }
 
+/* Unsigned arithmetic: no pointer value makes the subtraction overflow. */
 void pg_owned_release(pg_owned *ref)
 {
-    pg_release((int64_t)(intptr_t)ref - 1);
+    pg_release((int64_t)((uintptr_t)ref - 1));
 }
 
 /* --- the C API: references and node fields ----------------------------------------- */

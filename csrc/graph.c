@@ -294,7 +294,7 @@ int64_t pg_tape_diff(int64_t a, int64_t b) { PG_LOCKED(tape_diff(&pg_the_arena, 
 
 int64_t pg_tape_record(int64_t root) { PG_LOCKED(tape_record(&pg_the_arena, root)); }
 int64_t pg_tape_free(int64_t tape) { PG_LOCKED(tape_free(&pg_the_arena, tape)); }
-void pg_tape_ref_free(pg_tape_ref *ref) { pg_tape_free((int64_t)(intptr_t)ref - 1); }
+void pg_tape_ref_free(pg_tape_ref *ref) { pg_tape_free((int64_t)((uintptr_t)ref - 1)); }
 int64_t pg_tape_length(int64_t tape) { PG_LOCKED(tape_length(tape)); }
 int64_t pg_tape_node(int64_t tape, int64_t i) { PG_LOCKED(tape_node(&pg_the_arena, tape, i)); }
 int64_t pg_tape_backward(int64_t tape, int64_t end)
