@@ -530,8 +530,10 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
     if (!taken)
         return PG_ERR_NOMEM;
     uint8_t *kept_taken = taken, *dropped_taken = taken + n_kept;
-    qsort(kept, (size_t)n_kept, sizeof *kept, by_value);
-    qsort(dropped, (size_t)n_dropped, sizeof *dropped, by_value);
+    if (n_kept > 1) /* an empty array may be NULL, which qsort must not be given */
+        qsort(kept, (size_t)n_kept, sizeof *kept, by_value);
+    if (n_dropped > 1)
+        qsort(dropped, (size_t)n_dropped, sizeof *dropped, by_value);
     size_t mark = sweep_mark < nursery_len ? sweep_mark : nursery_len, keep = 0;
     int64_t released = 0;
     for (size_t i = 0; i < mark; i++) {
@@ -549,8 +551,10 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
         if (!dropped_taken[i])
             released += release_owned(A, dropped[i]); /* a Value's own reference */
     free(taken);
-    /* entries made after the sweep began stay young */
-    memmove(nursery + keep, nursery + mark, (nursery_len - mark) * sizeof *nursery);
+    /* entries made after the sweep began stay young (no nursery yet: NULL, and
+     * nothing to move, which memmove must not be given either) */
+    if (nursery_len > mark)
+        memmove(nursery + keep, nursery + mark, (nursery_len - mark) * sizeof *nursery);
     nursery_len = keep + (nursery_len - mark);
     sweep_mark = 0;
     pg_arena_maybe_shrink(A);
