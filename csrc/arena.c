@@ -518,12 +518,15 @@ static int take_one(const int64_t *sorted, uint8_t *taken, size_t n, int64_t h)
     return 0;
 }
 
-/* Release one external reference of handle h (a Value's, not the nursery's). */
-static void release_owned(arena_t *A, int64_t h)
+/* Release one external reference of handle h (a Value's, not the nursery's);
+ * 1 if it did, 0 if h is no live node with one to release. */
+static int release_owned(arena_t *A, int64_t h)
 {
     uint32_t s;
-    if (lookup(A, h, &s) && A->ext[s] > 0)
-        pg_node_release(A, s);
+    if (!lookup(A, h, &s) || A->ext[s] == 0)
+        return 0;
+    pg_node_release(A, s);
+    return 1;
 }
 
 /* Take the nursery entry of h made at or after position `from`, if any. */
@@ -551,9 +554,9 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
     if (!taken)
         return PG_ERR_NOMEM;
     uint8_t *kept_taken = taken, *dropped_taken = taken + n_kept;
-    if (n_kept)
+    if (n_kept > 1) /* an empty array may be NULL, which qsort must not be given */
         qsort(kept, (size_t)n_kept, sizeof *kept, by_value);
-    if (n_dropped)
+    if (n_dropped > 1)
         qsort(dropped, (size_t)n_dropped, sizeof *dropped, by_value);
     size_t mark = sweep_mark < nursery_len ? sweep_mark : nursery_len, keep = 0;
     int64_t released = 0;
@@ -566,11 +569,12 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
             nursery[keep++] = nursery[i];
             continue;
         }
-        release_owned(A, h); /* dropped, or lost on its way to a Value */
-        released++;
+        released += release_owned(A, h); /* dropped, or lost on its way to a Value */
     }
-    /* entries made after the sweep began stay young... */
-    memmove(nursery + keep, nursery + mark, (nursery_len - mark) * sizeof *nursery);
+    /* entries made after the sweep began stay young (no nursery yet: NULL, and
+     * nothing to move, which memmove must not be given either)... */
+    if (nursery_len > mark)
+        memmove(nursery + keep, nursery + mark, (nursery_len - mark) * sizeof *nursery);
     nursery_len = keep + (nursery_len - mark);
     sweep_mark = 0;
     /* ...but another thread's Value may have got into the batch after its
@@ -581,8 +585,7 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
     for (int64_t i = 0; i < n_dropped; i++)
         if (!dropped_taken[i]) {
             take_young_entry(keep, dropped[i]); /* else it was a Value's own reference */
-            release_owned(A, dropped[i]);
-            released++;
+            released += release_owned(A, dropped[i]);
         }
     free(taken);
     pg_arena_maybe_shrink(A);

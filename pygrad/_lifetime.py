@@ -40,7 +40,7 @@ from collections import deque
 from itertools import compress, repeat
 from operator import attrgetter, is_, is_not, ne, not_, setitem
 
-from ._core import error_for, ffi, lib
+from ._core import StaleValueError, error_for, ffi, lib
 
 GEN_BITS = lib.PG_GEN_BITS
 PENDING = -(1 << lib.PG_PENDING_SHIFT)
@@ -66,6 +66,9 @@ _held_after_drop = 0  # len(_held_states) after _drop_unneeded_states last looke
 _lock = threading.RLock()
 _handle = attrgetter("_h")
 _SWEEP_YOUNG = lib.PG_SWEEP_EVERY
+# What reading a Value's _h, or handing it to C, raises once a program
+# overwrote it with something that is no int, or deleted it.
+_TAMPERED = (AttributeError, TypeError, OverflowError)
 
 
 def _reset_after_fork():
@@ -167,23 +170,29 @@ def sweep(full=False, blocking=True):
         else:
             named = ()
         del batch, held
-        kept = list(map(_handle, survivors if not _clean else newcomers))
-        dropped = list(map(_handle, named))
+        kept, tampered = _handles_for_c(survivors if not _clean else newcomers)
+        dropped = _handles_for_c(named)[0]
         del named
+        if tampered:  # they stay young: see _handles_for_c
+            survivors, newcomers = _without(survivors, tampered), _without(newcomers, tampered)
         _keep_states_of(v for v, is_held in attributed if not is_held)
         n_survivors, n_kept, n_dropped = len(survivors), len(kept), len(dropped)
         _clean = False
         # No call between these three lines, where an interrupt could land
         # (Python runs signal handlers after calls and at loops' ends only):
-        # `values` loses the dead exactly when C releases them.
-        values[start:end] = survivors
+        # `values` loses the dead exactly when C releases them.  (Tampered
+        # Values stay young: after the old ones.)
+        values[start:end] = survivors + tampered
         _old = start + n_survivors
         lib.pg_sweep_end(kept, n_kept, dropped, n_dropped)
         _clean = True
         _remember(newcomers if old or not full else survivors)
         for value, is_held in attributed:
             if is_held:
-                _make_stateful_from_sweep(value)
+                try:
+                    _make_stateful_from_sweep(value)
+                except _TAMPERED + (StaleValueError,):
+                    pass  # its _h was overwritten: it stays plain while it names no live node
         if _RECYCLE and dead and not attributed:
             _recycle(dead)
         _drop_unneeded_states(full)
@@ -191,6 +200,48 @@ def sweep(full=False, blocking=True):
             _fit_table()
     finally:
         _lock.release()
+
+
+def _is_handle(h, end=None):
+    """Whether h can be the handle of a live node: an int naming a slot in
+    use (below `end`, the handle past the last such slot)."""
+    if end is None:
+        end = lib.pg_slots_in_use() << GEN_BITS
+    return type(h) is int and 0 <= h < end
+
+
+def _handles_for_c(batch):
+    """(The handles of batch's Values as an int64_t array for C, the Values
+    left out).  A program may have overwritten a Value's _h with anything, or
+    deleted it; such a Value is left out, so that one tampered Value can make
+    no sweep fail (and nothing be released again), nor index the table
+    anywhere.  A young one left out stays young: if its nursery entry
+    outlives this sweep (in flight), the next sweep still counts it as
+    young's, and if not, the count no longer adds up and the next sweep
+    names every dead Value.  (An int naming a slot in use may still name no
+    live node, or another Value's: C refuses the one, and the other is
+    aliasing, whose first release wins.)"""
+    end = lib.pg_slots_in_use() << GEN_BITS
+    try:
+        handles = list(map(_handle, batch))
+        if not handles or (min(handles) >= 0 and max(handles) < end):
+            return ffi.new("int64_t[]", handles), []
+    except _TAMPERED:
+        pass
+    handles, left_out = [], []
+    for value in batch:
+        h = getattr(value, "_h", None)
+        if _is_handle(h, end):
+            handles.append(h)
+        else:
+            left_out.append(value)
+    return ffi.new("int64_t[]", handles), left_out
+
+
+def _without(batch, some):
+    """batch without the Values in `some` (by identity)."""
+    ids = set(map(id, some))
+    return [v for v in batch if id(v) not in ids]
 
 
 def _recycle(dead):
@@ -215,8 +266,8 @@ def _keep_states_of(dying):
     """Plain Values with attributes that nothing holds any more: their
     attributes stay with their nodes, if the nodes live on (parents, tapes)."""
     for value in dying:
-        h = value._h
-        if lib.pg_parent_refs(h) > 0 and lib.pg_set_stateful(h) >= 0:
+        h = getattr(value, "_h", None)  # a program may have overwritten it
+        if _is_handle(h) and lib.pg_parent_refs(h) > 0 and lib.pg_set_stateful(h) >= 0:
             _held_states[h] = value.__dict__
 
 
@@ -305,7 +356,7 @@ def register_young():
 
 def _registered(h):
     slot = h >> GEN_BITS
-    entry = table[slot] if slot < len(table) else None
+    entry = table[slot] if 0 <= slot < len(table) else None
     value = entry() if entry is not None else None
     if value is not None and getattr(value, "_h", None) == h:
         return value
@@ -391,12 +442,12 @@ def release(value):
     """Give up `value`'s reference to its node now (re-initializing it): its
     anchor, or a new one in its place in `values`, gives it back at the next sweep."""
     with _lock:
+        h = getattr(value, "_h", None)
         if getattr(value, "_anchor", None) is not None:
             object.__setattr__(value, "_anchor", None)
-        _replace_in_values(value, _Anchor(value._h))
-        slot = value._h >> GEN_BITS
-        if slot < len(table) and _registered(value._h) is value:
-            table[slot] = None
+        _replace_in_values(value, _Anchor(h))
+        if _is_handle(h) and _registered(h) is value:
+            table[h >> GEN_BITS] = None
 
 
 # Filled in by pygrad.engine.

@@ -238,11 +238,6 @@ def _initialize(value, data, children, op, label):
         if not isinstance(child, Value):
             raise TypeError(f"_children must be Values, not {type(child).__name__}")
         handles.append(child._h)
-    attributes = None
-    if hasattr(value, "_h"):  # __init__ again: the Value moves to a new node
-        attributes = {k: v for k, v in value.__dict__.items() if k not in _NODE_KEYS}
-        _lifetime.release(value)
-        value.__dict__ = attributes
     if children or op:
         # Stateful children are held by this node's state (below), not apart.
         h = lib.pg_custom_node(data, handles, len(handles))
@@ -252,6 +247,12 @@ def _initialize(value, data, children, op, label):
         h = _leaf(data)
         if h < 0:
             h = settle(h, (), _leaf, data)
+    attributes = None
+    if hasattr(value, "_h"):  # __init__ again: the Value moves to the new node.  Only
+        # now is the old one let go: it may be one of the children (v.__init__(x, (v,)))
+        attributes = {k: v for k, v in value.__dict__.items() if k not in _NODE_KEYS}
+        _lifetime.release(value)
+        value.__dict__ = attributes
     value._h = h
     _keep(value)
     if type(value) is not Value or label or op or children or attributes:

@@ -156,6 +156,17 @@ class MLP(Module):
     def __getstate__(self):  # the plan holds C buffers: rebuilt after loading
         return {k: v for k, v in self.__dict__.items() if k != "_plan"}
 
+    def __setstate__(self, state):
+        """Never a plan from a pickle: pg_mlp trusts a plan's sizes to match
+        its handles and buffers, and only _MLPPlan.of(self) can vouch for
+        that.  State is pickle's: a dict, or (dict, slots) set by setattr."""
+        attributes, slots = state if isinstance(state, tuple) else (state, None)
+        if attributes:
+            self.__dict__.update({k: v for k, v in attributes.items() if k != "_plan"})
+        for name, value in (slots or {}).items():
+            if name != "_plan":
+                setattr(self, name, value)
+
     def parameters(self):
         return [p for layer in self.layers for p in layer.parameters()]
 

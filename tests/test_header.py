@@ -18,10 +18,23 @@ def _code():
     return re.sub(r"//[^\n]*", " ", text)
 
 
+def _typedefs():
+    """{alias: "struct tag"} for every `typedef struct tag alias;` (the opaque
+    types the API hands out pointers to: cffi names them by their struct)."""
+    return dict((alias, f"struct {tag}") for tag, alias in
+                re.findall(r"\btypedef\s+struct\s+(\w+)\s+(\w+)\s*;", _code()))
+
+
+def _resolve(ctype, typedefs):
+    """A C type (normalized) with the header's struct typedefs spelled out."""
+    return " ".join(typedefs.get(word, word) for word in ctype.split())
+
+
 def _declarations():
     """{name: (return type, [parameter types])} for every pg_ function declared."""
     code = re.sub(r"enum\s+\w*\s*\{.*?\}\s*;", " ", _code(), flags=re.S)
     code = re.sub(r"#[^\n]*", " ", code)
+    typedefs = _typedefs()
     found = {}
     for statement in code.split(";"):
         statement = " ".join(statement.split())
@@ -35,8 +48,8 @@ def _declarations():
                 p = re.sub(r"\bconst\b", " ", p)
                 p = re.sub(r"\b\w+\s*$", "", p.strip())  # drop the parameter name
                 p = re.sub(r"\s*\[\s*\]$", " *", p)      # int64_t x[] is a pointer
-                types.append(" ".join(p.replace("*", " * ").split()))
-        found[name] = (" ".join(result.replace("*", " * ").split()), types)
+                types.append(_resolve(" ".join(p.replace("*", " * ").split()), typedefs))
+        found[name] = (_resolve(" ".join(result.replace("*", " * ").split()), typedefs), types)
     return found
 
 
@@ -64,6 +77,7 @@ def _defines():
 
 DECLARED = _declarations()
 ENUMS = _enum_constants()
+TYPEDEFS = _typedefs()
 
 
 def test_parser_finds_the_api():
@@ -72,6 +86,27 @@ def test_parser_finds_the_api():
     for name in ("pg_leaf", "pg_add", "pg_backward", "pg_release", "pg_live_nodes"):
         assert name in DECLARED
     assert ENUMS["PG_OK"] == 0 and "PG_OP_LEAF" in ENUMS
+    for alias in ("pg_grad_off", "pg_owned", "pg_tape_ref"):
+        assert TYPEDEFS[alias] == f"struct {alias}"
+
+
+@pytest.mark.parametrize("alias", sorted(TYPEDEFS))
+def test_typedef_struct_is_opaque_on_lib(alias):
+    # the header only names these structs: Python can hold pointers to them
+    # (gc objects, tokens) but can neither make one nor look inside one
+    ctype = ffi.typeof(alias)
+    assert ctype.kind == "struct" and ctype.cname == TYPEDEFS[alias]
+    with pytest.raises(ffi.error):
+        ffi.sizeof(alias)
+    with pytest.raises(TypeError):
+        ffi.new(f"{alias} *")
+
+
+@pytest.mark.parametrize("alias", sorted(TYPEDEFS))
+def test_typedef_struct_is_used_by_the_api(alias):
+    uses = [name for name, (result, params) in DECLARED.items()
+            if f"{TYPEDEFS[alias]} *" in [result] + params]
+    assert uses, f"{alias} is declared in {HEADER.name} but no function takes or returns one"
 
 
 @pytest.mark.parametrize("name", sorted(DECLARED))
