@@ -38,7 +38,7 @@ import threading
 import weakref
 from collections import deque
 from itertools import compress, repeat
-from operator import attrgetter, is_, is_not, ne, not_, setitem
+from operator import attrgetter, is_, is_not, ne, not_, rshift, setitem
 
 from ._core import StaleValueError, error_for, ffi, lib
 
@@ -58,6 +58,8 @@ free = []
 _RECYCLE = sys.version_info >= (3, 11) and not os.environ.get("PG_NORECYCLE")
 _FREE_MAX = 4 * lib.PG_SWEEP_EVERY
 _old = 0
+_old_known = 0  # values[:_old_known] are in the table (register_young puts them there)
+_mixed = False  # something other than a plain Value was put in `values` since the last sweep
 _since_full = 0  # Values kept since the last full sweep
 _clean = True  # the last sweep ran to its end
 table = []  # slot -> weakref to a Value that survived a sweep (or is stateful), or None
@@ -140,7 +142,7 @@ def sweep(full=False, blocking=True):
 
     Safe to interrupt anywhere: until `values` changes nothing has, and a
     sweep that did not finish makes the next one look at everything."""
-    global _old, _clean, _since_full
+    global _old, _old_known, _clean, _since_full
     if not _lock.acquire(blocking):
         return
     try:
@@ -159,7 +161,7 @@ def sweep(full=False, blocking=True):
         survivors = list(compress(batch, held))
         dead = list(compress(batch, map(not_, held))) if len(survivors) < len(batch) else []
         attributed = [(batch[i], held[i]) for i in _with_attributes(batch)]
-        if old:  # the young survivors are new to the table (and kept, to the nursery)
+        if old:  # the young survivors: their nursery entries become their own
             newcomers = list(compress(batch[old:], held[old:]))
         else:
             newcomers = survivors
@@ -174,10 +176,12 @@ def sweep(full=False, blocking=True):
         dropped = _handles_for_c(named)[0]
         del named
         if tampered:  # they stay young: see _handles_for_c
-            survivors, newcomers = _without(survivors, tampered), _without(newcomers, tampered)
+            survivors = _without(survivors, tampered)
         _keep_states_of(v for v, is_held in attributed if not is_held)
         n_survivors, n_kept, n_dropped = len(survivors), len(kept), len(dropped)
         _clean = False
+        if full:
+            _old_known = 0  # the old ones are reordered: the next walk looks again
         # No call between these three lines, where an interrupt could land
         # (Python runs signal handlers after calls and at loops' ends only):
         # `values` loses the dead exactly when C releases them.  (Tampered
@@ -186,7 +190,6 @@ def sweep(full=False, blocking=True):
         _old = start + n_survivors
         lib.pg_sweep_end(kept, n_kept, dropped, n_dropped)
         _clean = True
-        _remember(newcomers if old or not full else survivors)
         for value, is_held in attributed:
             if is_held:
                 try:
@@ -194,7 +197,7 @@ def sweep(full=False, blocking=True):
                 except _TAMPERED + (StaleValueError,):
                     pass  # its _h was overwritten: it stays plain while it names no live node
         if _RECYCLE and dead and not attributed:
-            _recycle(dead)
+            _recycle(dead, mixed=full or _mixed)
         _drop_unneeded_states(full)
         if full:
             _fit_table()
@@ -214,24 +217,20 @@ def _handles_for_c(batch):
     """(The handles of batch's Values as an int64_t array for C, the Values
     left out).  A program may have overwritten a Value's _h with anything, or
     deleted it; such a Value is left out, so that one tampered Value can make
-    no sweep fail (and nothing be released again), nor index the table
-    anywhere.  A young one left out stays young: if its nursery entry
-    outlives this sweep (in flight), the next sweep still counts it as
-    young's, and if not, the count no longer adds up and the next sweep
-    names every dead Value.  (An int naming a slot in use may still name no
-    live node, or another Value's: C refuses the one, and the other is
-    aliasing, whose first release wins.)"""
-    end = lib.pg_slots_in_use() << GEN_BITS
+    no sweep fail (and nothing be released again).  A young one left out stays
+    young: if its nursery entry outlives this sweep (in flight), the next
+    sweep still counts it as young's, and if not, the count no longer adds up
+    and the next sweep names every dead Value.  (An int that names no live
+    node C refuses; one that names another Value's is aliasing, whose first
+    release wins.)"""
     try:
-        handles = list(map(_handle, batch))
-        if not handles or (min(handles) >= 0 and max(handles) < end):
-            return ffi.new("int64_t[]", handles), []
+        return ffi.new("int64_t[]", list(map(_handle, batch))), []
     except _TAMPERED:
         pass
     handles, left_out = [], []
     for value in batch:
         h = getattr(value, "_h", None)
-        if _is_handle(h, end):
+        if type(h) is int and -2**63 <= h < 2**63:
             handles.append(h)
         else:
             left_out.append(value)
@@ -244,13 +243,18 @@ def _without(batch, some):
     return [v for v in batch if id(v) not in ids]
 
 
-def _recycle(dead):
+def _recycle(dead, mixed):
     """Keep dead plain Values for reuse, but those with weak references (a
-    weakref to a dead Value must die with it) and _Anchors."""
+    weakref to a dead Value must die with it), and anything else in `values`
+    (anchors; a subclass's Value an interrupt kept from its anchor), which
+    only a full sweep or one after such a thing was put there (`mixed`) meets."""
+    global _mixed
     if len(free) + len(dead) > _FREE_MAX:
         dead = dead[:max(0, _FREE_MAX - len(free))]
-    dead = list(compress(dead, map(is_, map(type, dead), repeat(_value_class))))
+    if mixed:
+        dead = list(compress(dead, map(is_, map(type, dead), repeat(_value_class))))
     free.extend(compress(dead, map(not_, map(weakref.getweakrefcount, dead))))
+    _mixed = False
 
 
 def _with_attributes(batch):
@@ -271,18 +275,19 @@ def _keep_states_of(dying):
             _held_states[h] = value.__dict__
 
 
-def _slots_in_table(handles):
-    """The slots of handles, with the table grown to cover them."""
-    slots = [h >> GEN_BITS for h in handles]
+def _remember(survivors):
+    """Put (weak references to) the Values among `survivors` in the table,
+    for _prev; not anchors, nor Values whose _h names no slot in use."""
+    survivors = list(compress(survivors, map(is_not, map(type, survivors), repeat(_Anchor))))
+    try:
+        slots = list(map(rshift, map(_handle, survivors), repeat(GEN_BITS)))
+        if slots and not (min(slots) >= 0 and max(slots) < lib.pg_slots_in_use()):
+            raise ValueError
+    except (ValueError,) + _TAMPERED:
+        survivors = [v for v in survivors if _is_handle(getattr(v, "_h", None))]
+        slots = [v._h >> GEN_BITS for v in survivors]
     if slots and max(slots) >= len(table):
         table.extend(repeat(None, max(max(slots) + 1, 2 * len(table)) - len(table)))
-    return slots
-
-
-def _remember(survivors):
-    """Put (weak references to) surviving Values in the table, for _prev."""
-    survivors = list(compress(survivors, map(is_not, map(type, survivors), repeat(_Anchor))))
-    slots = _slots_in_table(map(_handle, survivors))
     deque(map(setitem, repeat(table), slots, map(weakref.ref, survivors)), 0)
 
 
@@ -349,9 +354,16 @@ def value_for_child(parent, index):
 
 
 def register_young():
-    """Sweep, so that every Value alive is in the table (before a walk)."""
+    """Sweep, and put every Value alive in the table (before a walk).  Sweeps
+    leave that to here, so that a program that never asks for _prev never
+    pays for the table."""
+    global _old_known
     if len(values) > _old:
         sweep(full=False)
+    with _lock:
+        if _old_known < _old:
+            _remember(values[_old_known:_old])
+            _old_known = _old
 
 
 def _registered(h):
@@ -392,7 +404,7 @@ def make_stateful(value):
         refs = lib.pg_set_stateful(h)
         if refs > 0:
             _held_states[h] = value.__dict__
-        table[_slots_in_table([h])[0]] = weakref.ref(value)
+        _remember([value])
         _replace_in_values(value, anchor)
 
 
@@ -413,7 +425,8 @@ def new_tape_ref():
 
 
 def _replace_in_values(value, anchor):
-    global _old
+    global _mixed
+    _mixed = True
     for first in (_old, 0):
         try:
             i = values.index(value, first)
@@ -448,6 +461,14 @@ def release(value):
         _replace_in_values(value, _Anchor(h))
         if _is_handle(h) and _registered(h) is value:
             table[h >> GEN_BITS] = None
+
+
+def keep_unusual(value):
+    """Keep `value` (a subclass's Value, to be made stateful) in `values`:
+    no sweep may take it for a plain Value to reuse."""
+    global _mixed
+    _mixed = True
+    keep(value)
 
 
 # Filled in by pygrad.engine.

@@ -254,7 +254,10 @@ def _initialize(value, data, children, op, label):
         _lifetime.release(value)
         value.__dict__ = attributes
     value._h = h
-    _keep(value)
+    if type(value) is Value:
+        _keep(value)
+    else:
+        _lifetime.keep_unusual(value)
     if type(value) is not Value or label or op or children or attributes:
         _lifetime.make_stateful(value)
         if label:
