@@ -28,11 +28,11 @@ install:
 
 # torch 2.13.0 is the CPU build kept on these machines; tests skip without it.
 test-deps: system-deps
-	$(PIP) pytest hypothesis numpy micrograd==0.1.0 graphviz matplotlib tqdm
+	$(PIP) pytest hypothesis numpy micrograd==0.1.0 graphviz matplotlib tqdm scikit-learn
 	$(PIP) torch==2.13.0 || echo "torch not installed: its comparisons will be skipped"
 
 demo-deps: system-deps
-	$(PIP) micrograd==0.1.0 matplotlib tqdm numpy graphviz
+	$(PIP) micrograd==0.1.0 matplotlib tqdm numpy graphviz scikit-learn
 
 # graphviz's `dot` renders graph pictures; valgrind runs the memcheck target.
 system-deps:

@@ -1,4 +1,5 @@
 """The demo program and the benchmark run end to end (tiny sizes, no timing checks)."""
+import importlib.util
 import pathlib
 import struct
 import subprocess
@@ -37,10 +38,28 @@ def test_bench_smoke_prints_a_ratio_for_every_engine(capsys):
         import bench
     finally:
         sys.path.pop(0)
-    rows = bench.main(["--smoke"])
+    rows = bench.main(["--smoke"])  # raises if the engines' losses disagree (1e-9 relative)
     output = capsys.readouterr().out
-    workloads = {workload for workload, _, _, _ in rows}
-    assert {w for w, engine, _, _ in rows if engine == "micrograd"} == workloads
+    engines = {}
+    for workload, engine, _, _ in rows:
+        engines.setdefault(workload, []).append(engine)
+    # the dense workloads have no micrograd row (too slow there): their ratios are against torch
+    dense = [w for w in engines if w.startswith(("digits step", "batch 20 step"))]
+    assert len(dense) == (2 if importlib.util.find_spec("sklearn") else 1)
+    assert {w for w, engine, _, _ in rows if engine == "micrograd"} == set(engines) - set(dense)
+    references = ["hand-written C (bench/dense_step.c)"]
+    if importlib.util.find_spec("threadpoolctl"):
+        references.append("numpy float64 batched (1 thread)")
+    if importlib.util.find_spec("torch"):
+        references.append("torch float64 batched (1 thread)")
+    demo = next(w for w in engines if w.startswith("demo step"))
+    for workload in [demo] + dense:
+        assert set(references + ["pygrad Replay + optim.SGD"]) <= set(engines[workload]), workload
+    if len(dense) == 2:
+        assert "pygrad.nn + optim.SGD" in engines[dense[0]]
+    assert "| workload | engine | measured | vs micrograd | vs torch float64 |" in output
+    assert "losses of steps 0 and 1 agreed to 1e-9 relative" in output
+    assert output.count("GFLOP/s") >= 1 and output.count("\n- ") == 1 + len(dense)
     assert all(value is None or value >= 0 for _, _, value, _ in rows)
     assert all(value > 0 for _, _, value, kind in rows if kind == "time" and value is not None)
     # micrograd's recursive backward fails deep; pygrad's does not
