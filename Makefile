@@ -39,14 +39,14 @@ system-deps:
 	@command -v dot >/dev/null && command -v valgrind >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz valgrind)
 
-build/ctest/%: tests/c/%.c $(CSRC) csrc/pygrad.h csrc/arena.h
+build/ctest/%: tests/c/%.c $(CSRC) csrc/pygrad.h csrc/arena.h csrc/ops.h
 	@mkdir -p build/ctest
 	$(CC) $(CTEST_FLAGS) -Icsrc $< $(CSRC) -lm -lpthread -o $@
 
 ctest: build/ctest/test_arena
 	./build/ctest/test_arena
 
-build/ctest/%_plain: tests/c/%.c $(CSRC) csrc/pygrad.h csrc/arena.h
+build/ctest/%_plain: tests/c/%.c $(CSRC) csrc/pygrad.h csrc/arena.h csrc/ops.h
 	@mkdir -p build/ctest
 	$(CC) $(PLAIN_FLAGS) -Icsrc $< $(CSRC) -lm -lpthread -o $@
 

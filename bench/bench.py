@@ -169,7 +169,8 @@ def replay_step(model, workload):
     scores = list(map(model, xs))
     losses = [(1 + -yi * si).relu() for yi, si in zip(ys, scores)]
     loss = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
-    replay = pygrad.Replay(loss, inputs=[v for row in xs for v in row] + ys)
+    replay = pygrad.Replay(loss, inputs=[v for row in xs for v in row] + ys,
+                           inputs_require_grad=False)  # as torch's data tensors
     optimizer = pygrad.optim.SGD(model.parameters(), lr=1.0)
 
     def step(k):

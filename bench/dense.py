@@ -36,7 +36,9 @@ def pygrad_c_flags():
             tree = ast.parse(f.read())
         for node in ast.walk(tree):
             if isinstance(node, ast.keyword) and node.arg == "extra_compile_args":
-                return [flag for flag in ast.literal_eval(node.value) if not flag.startswith("-W")]
+                # warnings aside, and visibility: the reference is dlopen'ed by name
+                return [flag for flag in ast.literal_eval(node.value)
+                        if not flag.startswith(("-W", "-fvisibility"))]
     except (OSError, SyntaxError, ValueError):
         pass
     return ["-O2", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off"]

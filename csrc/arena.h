@@ -1,7 +1,16 @@
 /* Private to csrc/: the arena's layout and the helpers the .c files share. */
+#ifndef PG_ARENA_H
+#define PG_ARENA_H
 #include <stddef.h>
 #include <stdint.h>
+
+/* The extension is built with -fvisibility=hidden: the C API (everything
+ * pygrad.h declares) is what it exports; the pg_ helpers below stay inside,
+ * so that calls between the .c files bind directly, not through the PLT.
+ * (pygrad.h itself stays plain C for cffi's parser.) */
+#pragma GCC visibility push(default)
 #include "pygrad.h"
+#pragma GCC visibility pop
 
 #define NO_SLOT UINT32_MAX
 #define MAX_SLOTS (UINT32_MAX - 1u)
@@ -10,6 +19,8 @@
  * pygrad.h); pg_pow_const never accepts them from a caller. */
 #define FLAG_STATEFUL 0x10        /* the node has Python state (pg_set_stateful) */
 #define FLAG_CUSTOM_BACKWARD 0x20 /* a Python backward replaces the built-in one */
+#define FLAG_TAPED 0x40           /* some tape holds (or held) the node: giving it a
+                                   * custom backward must make tapes recount theirs */
 
 /* Nodes live in parallel arrays indexed by slot.  Slots [0, used) have been
  * handed out at least once; freed ones are chained through `link`. */
@@ -40,8 +51,8 @@ typedef struct {
     /* scratch for graph walks, sized to `live` on demand */
     uint32_t *walk_order, *walk_stack, *walk_next;
     size_t walk_cap;
-    /* bumped whenever a node gets a custom backward, so that a tape knows when
-     * its count of custom ops may be stale */
+    /* bumped whenever a node on a tape (FLAG_TAPED) gets a custom backward,
+     * so that a tape knows when its count of custom ops may be stale */
     uint64_t custom_epoch;
     int python_layer; /* pg_python_layer: handles go through the nursery (arena.c) */
 } arena_t;
@@ -121,9 +132,7 @@ int pg_any_stateful(const arena_t *A, const uint32_t *slots, size_t count);
 void pg_node_detach(arena_t *A, uint32_t s);
 int pg_grad_enabled(void);
 
-/* ops.c: the per-op forward and backward, and making nodes */
-int64_t pg_op_forward(arena_t *A, uint32_t s);
-int64_t pg_op_backward(arena_t *A, uint32_t s);
+/* ops.c: making nodes (the ops' forward and backward are in ops.h) */
 /* Make a node for `op` over `kids` and compute its value.  If the value is an
  * error, the node goes again and the error is returned.  Under no_grad the
  * node keeps its value and forgets its children. */
@@ -150,3 +159,20 @@ int pg_lookup_all(const arena_t *A, const int64_t *handles, int64_t count, uint3
 #else
 #define DEBUG_ASSERT(cond) ((void)0)
 #endif
+
+/* replay.c: a tape's replay plan, built from its recorded order (children
+ * before parents, the root last) on the first replay.  `skip` lists leaves of
+ * the tape that get no gradient. */
+typedef struct pg_plan pg_plan;
+int64_t pg_plan_build(arena_t *A, const uint32_t *order, uint32_t count, const uint32_t *skip,
+                      uint32_t n_skip, pg_plan **out);
+void pg_plan_free(pg_plan *plan);
+/* Recompute every node from its children; zero every grad of the tape and
+ * backpropagate from the root. */
+int64_t pg_plan_forward(arena_t *A, const pg_plan *plan);
+int64_t pg_plan_backward(arena_t *A, const pg_plan *plan);
+
+/* A fresh epoch for A->mark: stamps from before it no longer match. */
+uint32_t pg_new_epoch(arena_t *A);
+
+#endif /* PG_ARENA_H */

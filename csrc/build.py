@@ -7,7 +7,7 @@ from pathlib import Path
 from cffi import FFI
 
 CSRC = Path(__file__).resolve().parent
-SOURCES = ["arena.c", "ops.c", "graph.c", "nn.c", "optim.c"]
+SOURCES = ["arena.c", "ops.c", "graph.c", "replay.c", "nn.c", "optim.c"]
 
 
 def read_header() -> str:
@@ -21,9 +21,13 @@ ffibuilder.set_source(
     '#include <stdint.h>\n#include "pygrad.h"\n',
     # Relative paths: setuptools wants them relative to setup.py.
     sources=[f"csrc/{name}" for name in SOURCES],
-    depends=["csrc/pygrad.h", "csrc/arena.h"],  # rebuild when a header changes
+    depends=["csrc/pygrad.h", "csrc/arena.h", "csrc/ops.h"],  # rebuild when a header changes
     include_dirs=["csrc"],
-    extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-Wall", "-Wextra"],
+    # -ffp-contract=off: no fused multiply-adds, whose single rounding would
+    # differ from Python's.  -fvisibility=hidden: only the C API is exported
+    # (csrc/arena.h), so internal calls bind directly.
+    extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off",
+                        "-fvisibility=hidden", "-Wall", "-Wextra"],
     libraries=["m", "pthread"],
 )
 

@@ -2,9 +2,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "arena.h"
+#include "ops.h"
 
 /* --- topological order ----------------------------------------------------- */
+
+uint32_t pg_new_epoch(arena_t *A)
+{
+    if (++A->epoch == 0) { /* wrapped: old stamps could collide */
+        memset(A->mark, 0, (size_t)A->used * sizeof *A->mark);
+        A->epoch = 1;
+    }
+    return A->epoch;
+}
 
 /* Post-order DFS from `root` into A->walk_order, children before parents, the
  * root last.  Iterative, with an explicit stack, so depth costs no C stack.
@@ -14,11 +23,7 @@ static int64_t topo_sort(arena_t *A, uint32_t root, uint32_t *count, uint32_t *c
     int64_t rc = pg_walk_reserve(A);
     if (rc < 0)
         return rc;
-    if (++A->epoch == 0) { /* wrapped: old stamps could collide */
-        memset(A->mark, 0, (size_t)A->used * sizeof *A->mark);
-        A->epoch = 1;
-    }
-    const uint32_t epoch = A->epoch;
+    const uint32_t epoch = pg_new_epoch(A);
     uint32_t *order = A->walk_order, *stack = A->walk_stack, *next = A->walk_next;
     uint32_t n_order = 0, depth = 0, customs = 0;
 
@@ -50,7 +55,7 @@ static int64_t topo_sort(arena_t *A, uint32_t root, uint32_t *count, uint32_t *c
 static int64_t sweep(arena_t *A, const uint32_t *order, uint32_t count)
 {
     for (uint32_t i = count; i-- > 0;) {
-        int64_t rc = pg_op_backward(A, order[i]);
+        int64_t rc = op_backward(A, order[i]);
         if (rc < 0)
             return rc;
     }
@@ -76,7 +81,7 @@ static int64_t node_backward(arena_t *A, int64_t h)
     uint32_t s;
     if (!lookup(A, h, &s))
         return PG_ERR_HANDLE;
-    return pg_op_backward(A, s); /* a custom op has no built-in step: a no-op */
+    return op_backward(A, s); /* a custom op has no built-in step: a no-op */
 }
 
 int64_t pg_backward(int64_t root) { PG_LOCKED(backward(&pg_the_arena, root)); }
@@ -93,6 +98,9 @@ typedef struct {
     uint32_t gen;
     uint32_t custom_ops;   /* how many of its nodes run a Python backward ... */
     uint64_t custom_epoch; /* ... as counted at this arena custom_epoch */
+    uint32_t *skip;        /* leaves of the tape that replay gives no gradient */
+    uint32_t n_skip;
+    pg_plan *plan;         /* how to replay it: built on first use, NULL until then */
 } tape_t;
 
 /* Tape ids are gen << 32 | index, under 2^52: far from PG_PENDING's range. */
@@ -152,8 +160,10 @@ static int64_t tape_record(arena_t *A, int64_t h)
             return PG_ERR_ARG;
         }
     memcpy(order, A->walk_order, (size_t)count * sizeof *order);
-    for (uint32_t i = 0; i < count; i++)
+    for (uint32_t i = 0; i < count; i++) {
         A->refs[order[i]]++;
+        A->flags[order[i]] |= FLAG_TAPED;
+    }
     tapes[slot].order = order;
     tapes[slot].count = count;
     tapes[slot].custom_ops = custom_ops;
@@ -172,8 +182,12 @@ static int64_t tape_free(arena_t *A, int64_t id)
     for (uint32_t i = t->count; i-- > 0;)
         pg_node_decref(A, t->order[i]);
     free(t->order);
+    free(t->skip);
+    pg_plan_free(t->plan);
     t->order = NULL;
-    t->count = 0;
+    t->skip = NULL;
+    t->plan = NULL;
+    t->count = t->n_skip = 0;
     t->gen = (t->gen + 1) & TAPE_GEN_MASK;
     pg_arena_maybe_shrink(A);
     return PG_OK;
@@ -208,7 +222,7 @@ static int64_t tape_backward(arena_t *A, int64_t id, int64_t end)
         uint32_t n = t->order[i];
         if (runs_custom_backward(A, n))
             return i + 1;
-        int64_t rc = pg_op_backward(A, n);
+        int64_t rc = op_backward(A, n);
         if (rc < 0)
             return rc;
     }
@@ -216,7 +230,9 @@ static int64_t tape_backward(arena_t *A, int64_t id, int64_t end)
 }
 
 /* A node can get a custom backward after recording (v._backward = fn), so the
- * count kept from recording is recounted whenever any node got one since. */
+ * count kept from recording is recounted whenever a node on some tape got one
+ * since (arena custom_epoch, bumped only for FLAG_TAPED nodes): O(1) per
+ * replay while nobody gives recorded nodes a Python backward. */
 static uint32_t count_custom_ops(const arena_t *A, tape_t *t)
 {
     if (t->custom_epoch != A->custom_epoch) {
@@ -235,6 +251,18 @@ static int64_t tape_custom_ops(arena_t *A, int64_t id)
     return t ? (int64_t)count_custom_ops(A, t) : PG_ERR_TAPE;
 }
 
+/* The tape's replay plan, built on first use. */
+static int64_t tape_plan(arena_t *A, tape_t *t, const pg_plan **plan)
+{
+    if (!t->plan) {
+        int64_t rc = pg_plan_build(A, t->order, t->count, t->skip, t->n_skip, &t->plan);
+        if (rc < 0)
+            return rc;
+    }
+    *plan = t->plan;
+    return PG_OK;
+}
+
 /* Recompute every node from its children, leaves first.  Custom ops cannot
  * be recomputed: a tape holding any is refused, with nothing changed. */
 static int64_t tape_forward(arena_t *A, int64_t id)
@@ -244,12 +272,9 @@ static int64_t tape_forward(arena_t *A, int64_t id)
         return PG_ERR_TAPE;
     if (count_custom_ops(A, t))
         return PG_CUSTOM_OPS;
-    for (uint32_t i = 0; i < t->count; i++) {
-        int64_t rc = pg_op_forward(A, t->order[i]);
-        if (rc < 0)
-            return rc;
-    }
-    return PG_OK;
+    const pg_plan *plan;
+    int64_t rc = tape_plan(A, t, &plan);
+    return rc < 0 ? rc : pg_plan_forward(A, plan);
 }
 
 /* zero_grad over the whole graph, then backward from the root. */
@@ -260,10 +285,44 @@ static int64_t tape_replay_backward(arena_t *A, int64_t id)
         return PG_ERR_TAPE;
     if (count_custom_ops(A, t))
         return PG_CUSTOM_OPS;
-    for (uint32_t i = 0; i < t->count; i++)
-        A->grad[t->order[i]] = 0.0;
-    A->grad[t->order[t->count - 1]] = 1.0;
-    return sweep(A, t->order, t->count);
+    const pg_plan *plan;
+    int64_t rc = tape_plan(A, t, &plan);
+    return rc < 0 ? rc : pg_plan_backward(A, plan);
+}
+
+/* The leaves among handles[0..count) that are on the tape (not its root)
+ * get no gradient from replays: returns how many. */
+static int64_t tape_skip_grads(arena_t *A, int64_t id, const int64_t *handles, int64_t count)
+{
+    tape_t *t = tape_lookup(id);
+    if (!t)
+        return PG_ERR_TAPE;
+    if (count < 0 || count > (int64_t)MAX_SLOTS || (count > 0 && !handles))
+        return PG_ERR_ARG;
+    uint32_t *skip = malloc((size_t)(count ? count : 1) * sizeof *skip);
+    if (!skip)
+        return PG_ERR_NOMEM;
+    const uint32_t on_tape = pg_new_epoch(A);
+    for (uint32_t i = 0; i + 1 < t->count; i++) /* the root is never skipped */
+        A->mark[t->order[i]] = on_tape;
+    uint32_t n_skip = 0;
+    for (int64_t i = 0; i < count; i++) {
+        uint32_t s;
+        if (!lookup(A, handles[i], &s)) {
+            free(skip);
+            return PG_ERR_HANDLE;
+        }
+        if (A->mark[s] == on_tape && A->op[s] == PG_OP_LEAF) {
+            A->mark[s] = 0; /* each once */
+            skip[n_skip++] = s;
+        }
+    }
+    free(t->skip);
+    pg_plan_free(t->plan); /* the next replay plans anew, with these */
+    t->skip = skip;
+    t->n_skip = n_skip;
+    t->plan = NULL;
+    return n_skip;
 }
 
 /* The first position where two tapes differ in op, arity, exponent or value
@@ -291,6 +350,10 @@ int64_t pg_tape_replay_backward(int64_t tape)
     PG_LOCKED(tape_replay_backward(&pg_the_arena, tape));
 }
 int64_t pg_tape_diff(int64_t a, int64_t b) { PG_LOCKED(tape_diff(&pg_the_arena, a, b)); }
+int64_t pg_tape_skip_grads(int64_t tape, const int64_t *handles, int64_t count)
+{
+    PG_LOCKED(tape_skip_grads(&pg_the_arena, tape, handles, count));
+}
 
 int64_t pg_tape_record(int64_t root) { PG_LOCKED(tape_record(&pg_the_arena, root)); }
 int64_t pg_tape_free(int64_t tape) { PG_LOCKED(tape_free(&pg_the_arena, tape)); }

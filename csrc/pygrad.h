@@ -151,6 +151,11 @@ int64_t pg_tape_custom_ops(int64_t tape);      /* how many custom-op nodes it ho
  * return PG_CUSTOM_OPS for a tape with custom ops, which cannot be replayed. */
 int64_t pg_tape_forward(int64_t tape);
 int64_t pg_tape_replay_backward(int64_t tape);
+/* Replay without gradients into fed-in data: the leaves among
+ * handles[0..count) that are on the tape (its root excepted) get none from
+ * pg_tape_replay_backward, which leaves their grad at 0.  Replaces any set
+ * given before; returns how many leaves it holds. */
+int64_t pg_tape_skip_grads(int64_t tape, const int64_t *handles, int64_t count);
 /* First position where two tapes differ (op, arity, exponent or value, bit
  * for bit); their common length if none does. */
 int64_t pg_tape_diff(int64_t a, int64_t b);

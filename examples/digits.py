@@ -72,7 +72,9 @@ def record_step(model, batch_size, alpha=1e-4):
     xs = [[Value(0.0) for _ in range(n_inputs)] for _ in range(batch_size)]
     onehots = [[Value(0.0) for _ in range(n_classes)] for _ in range(batch_size)]
     loss = multiclass_hinge_loss(model, xs, onehots, alpha)
-    return pygrad.Replay(loss, inputs=[v for row in xs + onehots for v in row])
+    # Pixels and labels are data: nobody reads their grads, so none are computed.
+    return pygrad.Replay(loss, inputs=[v for row in xs + onehots for v in row],
+                         inputs_require_grad=False)
 
 
 def minibatches(X, Y, batch_size, rng):

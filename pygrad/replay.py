@@ -15,6 +15,11 @@ call each, with no Python work per node::
         step.backward()           # == model.zero_grad(); loss.backward()
         optimizer.step()
 
+``Replay(..., inputs_require_grad=False)`` skips the gradients into the input
+leaves (fed-in data whose grads nobody reads, as torch tensors made without
+requires_grad): backward() then leaves their ``grad`` at 0, and every other
+grad is the same as with them.
+
 Like tracing in PyTorch (torch.jit.trace), a recording is of the ops that ran,
 not of the Python that ran them: if the graph's shape depends on data through
 Python control flow (``if v.data > 0: ...``), a replay keeps following the
@@ -29,6 +34,8 @@ import threading
 from ._core import PygradError, check, ffi, lib
 from .engine import _OP_NAMES, Value, _Tape
 
+_check = check  # Replay.__init__'s `check` parameter shadows the name
+
 __all__ = ["Replay", "ReplayMismatchError"]
 
 
@@ -42,11 +49,13 @@ class Replay:
     inputs: leaves whose data feed() sets, in order (e.g. a minibatch).
     check:  optional callable building the same graph eagerly; every forward()
             then compares the two node by node and raises on a mismatch.
+    inputs_require_grad: False to give the inputs that are leaves no gradient
+            in backward() (their grad stays 0), which saves computing it.
     A Replay belongs to the thread that made it, and keeps its graph alive
     until close() or until it is dropped.
     """
 
-    def __init__(self, root, inputs=(), check=None):
+    def __init__(self, root, inputs=(), check=None, inputs_require_grad=True):
         self._tape = None
         if not isinstance(root, Value):
             raise TypeError(f"Replay records the graph of a Value, not {type(root).__name__}")
@@ -59,6 +68,10 @@ class Replay:
         # what feed() hands C, fixed here: editing self.inputs later changes neither
         self._input_values = tuple(self.inputs)
         self._input_handles = ffi.new("int64_t[]", [v._h for v in self._input_values])
+        self.inputs_require_grad = bool(inputs_require_grad)
+        if not self.inputs_require_grad:
+            _check(lib.pg_tape_skip_grads(self._tape.id, self._input_handles,
+                                          len(self._input_values)))
         self._thread = threading.get_ident()
         self._check = check
 

@@ -2,6 +2,7 @@
 micrograd-style training bit for bit; check mode; honest errors."""
 import gc
 import random
+import struct
 import threading
 
 import pytest
@@ -153,6 +154,57 @@ def test_minibatch_replay_equals_eager(moons, feed_kind, opt_kind):
         distinct_losses.add(eager_loss.data)
     assert len(distinct_losses) == STEPS  # the batches really changed
     replay.close()
+
+
+def bits(values):
+    """Each float's 64 bits: equal lists mean the same numbers bit for bit
+    (-0.0 is not 0.0, and a NaN equals the same NaN)."""
+    return [struct.pack("<d", v) for v in values]
+
+
+@pytest.mark.parametrize("opt_kind", ["SGD", "Adam"])
+def test_inputs_require_grad_false_skips_only_the_inputs(moons, opt_kind):
+    """Replay(..., inputs_require_grad=False): the inputs' grads stay 0, every
+    other grad is eager's, bit for bit, step after step."""
+    X, y = moons
+    eager, model = twin_models(seed=12)
+    if opt_kind == "SGD":
+        make_opt = lambda m: SGD(m.parameters(), lr=1.0, momentum=0.5)  # noqa: E731
+    else:
+        make_opt = lambda m: Adam(m.parameters(), lr=0.02)  # noqa: E731
+    opt_eager, opt = make_opt(eager), make_opt(model)
+    xs, ys, inputs = input_leaves(BATCH)
+    loss, scores = batch_loss(model, xs, ys)
+    replay = Replay(loss, inputs=inputs, inputs_require_grad=False)
+    assert replay.inputs_require_grad is False
+    for k, (Xb, yb) in enumerate(minibatches(X, y, 10, seed=6)):
+        xs_e = [[Value(a), Value(b)] for a, b in Xb]
+        ys_e = [Value(float(label)) for label in yb]
+        eager_loss, eager_scores = batch_loss(eager, xs_e, ys_e)
+        eager.zero_grad()
+        eager_loss.backward()
+        opt_eager.step()
+
+        replay.feed([v for row in Xb for v in row] + [float(label) for label in yb])
+        assert bits([replay.forward()]) == bits([eager_loss.data]), k
+        replay.backward()
+        assert bits(grads(model)) == bits(grads(eager)), k
+        assert bits([s.grad for s in scores]) == bits([s.grad for s in eager_scores]), k
+        assert all(v.grad == 0.0 for v in inputs)
+        opt.step()
+        assert bits(datas(model)) == bits(datas(eager)), k
+    replay.close()
+
+
+def test_inputs_require_grad_false_keeps_the_root_and_non_leaf_inputs():
+    a, b = Value(2.0), Value(3.0)
+    ab = a * b
+    out = ab + a
+    replay = Replay(out, inputs=[a, ab, out], inputs_require_grad=False)
+    replay.forward()
+    replay.backward()
+    # a is a leaf input: no grad; ab and out are not leaves: they pass grads on
+    assert (a.grad, b.grad, ab.grad, out.grad) == (0.0, 2.0, 1.0, 1.0)
 
 
 def test_replay_sees_parameter_and_input_changes_made_in_python():

@@ -995,6 +995,61 @@ static void test_tape_replay(void)
     CHECK_EQ(pg_live_nodes(), live0);
 }
 
+/* pg_tape_skip_grads: the leaves it is given get no gradient from a replay
+ * (grad 0); every other grad is what a replay without it computes. */
+static void test_tape_skip_grads(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t x[2] = {pg_leaf(0.5), pg_leaf(-2.0)};
+    int64_t w[4] = {pg_leaf(0.25), pg_leaf(-0.75), pg_leaf(1.5), pg_leaf(0.125)};
+    int64_t b[2] = {pg_leaf(0.1), pg_leaf(-0.2)}, h[2];
+    CHECK_EQ(pg_layer(w, b, x, 2, 2, 1, h), PG_OK); /* DOTs whose x are x[] */
+    int64_t s = pg_add(h[0], h[1]), L = pg_mul(s, x[0]); /* x[0] also outside a DOT */
+    int64_t t = pg_tape_record(L);
+    int64_t params[6] = {w[0], w[1], w[2], w[3], b[0], b[1]};
+    double want[6];
+    CHECK_EQ(pg_tape_forward(t), PG_OK);
+    CHECK_EQ(pg_tape_replay_backward(t), PG_OK);
+    for (int i = 0; i < 6; i++)
+        want[i] = pg_grad(params[i]);
+    CHECK(pg_grad(x[0]) != 0.0 && pg_grad(x[1]) != 0.0);
+    double grad_s = pg_grad(s);
+
+    CHECK_EQ(pg_tape_skip_grads(t, x, 2), 2);
+    CHECK_EQ(pg_tape_replay_backward(t), PG_OK);
+    for (int i = 0; i < 6; i++)
+        CHECK_SAME(pg_grad(params[i]), want[i]);
+    CHECK_SAME(pg_grad(s), grad_s);
+    CHECK_SAME(pg_grad(x[0]), 0.0);
+    CHECK_SAME(pg_grad(x[1]), 0.0);
+
+    /* Non-leaves, the root, nodes off the tape and repeats are left out. */
+    int64_t off = pg_leaf(1.0), some[5] = {x[1], s, L, off, x[1]};
+    CHECK_EQ(pg_tape_skip_grads(t, some, 5), 1);
+    CHECK_EQ(pg_tape_replay_backward(t), PG_OK);
+    CHECK(pg_grad(x[0]) != 0.0); /* no longer skipped: the set was replaced */
+    CHECK_SAME(pg_grad(x[1]), 0.0);
+    CHECK_SAME(pg_grad(L), 1.0);
+    CHECK_EQ(pg_tape_skip_grads(t, NULL, 0), 0);
+    CHECK_EQ(pg_tape_replay_backward(t), PG_OK);
+    CHECK(pg_grad(x[1]) != 0.0);
+
+    /* Bad arguments change nothing. */
+    int64_t bad[2] = {x[0], -1};
+    CHECK_EQ(pg_tape_skip_grads(t, bad, 2), PG_ERR_HANDLE);
+    CHECK_EQ(pg_tape_skip_grads(t, x, -1), PG_ERR_ARG);
+    CHECK_EQ(pg_tape_skip_grads(t, NULL, 2), PG_ERR_ARG);
+    CHECK_EQ(pg_tape_skip_grads(-1, x, 2), PG_ERR_TAPE);
+    CHECK_EQ(pg_tape_replay_backward(t), PG_OK);
+    CHECK(pg_grad(x[1]) != 0.0);
+
+    CHECK_EQ(pg_tape_free(t), PG_OK);
+    CHECK_EQ(pg_tape_skip_grads(t, x, 2), PG_ERR_TAPE);
+    int64_t all[13] = {x[0], x[1], w[0], w[1], w[2], w[3], b[0], b[1], h[0], h[1], s, L, off};
+    CHECK_EQ(pg_release_many(all, 13), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
 /* pg_set_custom_backward (a user assigning v._backward): the node keeps its op
  * and children, every backward that would run its built-in step instead stops
  * at it, and pg_node_backward still runs that step (micrograd's
@@ -2336,6 +2391,7 @@ int main(void)
     RUN(test_tape_custom_stop);
     RUN(test_custom_nodes);
     RUN(test_tape_replay);
+    RUN(test_tape_skip_grads);
     RUN(test_set_custom_backward);
     RUN(test_node_limit);
     RUN(test_layer);
