@@ -195,14 +195,125 @@ int64_t pg_walk_reserve(arena_t *A)
     return PG_OK;
 }
 
+void *pg_scratch(arena_t *A, size_t size)
+{
+    if (size > A->scratch_size) {
+        void *grown = realloc(A->scratch, size);
+        if (!grown)
+            return NULL;
+        A->scratch = grown;
+        A->scratch_size = size;
+    }
+    return A->scratch;
+}
+
+void pg_scratch_free(arena_t *A)
+{
+    free(A->scratch);
+    A->scratch = NULL;
+    A->scratch_size = 0;
+}
+
+/* --- children arrays ---------------------------------------------------------------
+ * A node with more than two children (a DOT: a neuron) keeps them in an array
+ * of its own.  Freed arrays wait on a free list per size class (capacities
+ * 4, 8, 16, ... up to 2^KIDS_POOLED_LOG2), linked through their first bytes,
+ * so that a training loop that builds and frees the same neurons every step
+ * takes them from there instead of from malloc.  The lists hold at most
+ * KIDS_POOL_BYTES (more goes back to malloc at once), and a shrink of the
+ * arena hands them all back. */
+
+#define KIDS_POOLED_LOG2 16
+#define KIDS_POOL_BYTES ((size_t)16 << 20)
+
+static void *kids_pool[KIDS_POOLED_LOG2 + 1];
+static size_t kids_pool_bytes;
+
+static unsigned kids_class(uint32_t arity) /* arity > 2 */
+{
+    return 32u - (unsigned)__builtin_clz(arity - 1); /* ceil(log2(arity)) */
+}
+
+static uint32_t *kids_alloc(uint32_t arity)
+{
+    unsigned c = kids_class(arity);
+    if (c > KIDS_POOLED_LOG2)
+        return malloc((size_t)arity * sizeof(uint32_t));
+    void *block = kids_pool[c];
+    if (block) {
+        memcpy(&kids_pool[c], block, sizeof block); /* the next free block */
+        kids_pool_bytes -= ((size_t)1 << c) * sizeof(uint32_t);
+        return block;
+    }
+    return malloc(((size_t)1 << c) * sizeof(uint32_t));
+}
+
+static void kids_release(uint32_t *kids, uint32_t arity)
+{
+    if (!kids)
+        return;
+    unsigned c = kids_class(arity);
+    size_t bytes = ((size_t)1 << c) * sizeof(uint32_t);
+    if (c > KIDS_POOLED_LOG2 || kids_pool_bytes + bytes > KIDS_POOL_BYTES) {
+        free(kids);
+        return;
+    }
+#ifdef PG_DEBUG
+    memset(kids, 0xff, bytes); /* poison: every slot in it is NO_SLOT */
+#endif
+    memcpy(kids, &kids_pool[c], sizeof kids_pool[c]);
+    kids_pool[c] = kids;
+    kids_pool_bytes += bytes;
+}
+
+static void kids_pool_drain(void)
+{
+    for (unsigned c = 0; c <= KIDS_POOLED_LOG2; c++)
+        while (kids_pool[c]) {
+            void *block = kids_pool[c];
+            memcpy(&kids_pool[c], block, sizeof block);
+            free(block);
+        }
+    kids_pool_bytes = 0;
+}
+
 /* --- shrinking ----------------------------------------------------------------
  * Slots cannot move (handles name them), so the arena shrinks from the top:
  * when live nodes fall below an eighth of capacity, everything above the
  * highest live slot is cut off and the free list is rebuilt in ascending
- * order, so that new nodes fill the low slots first and the next shrink can
- * cut more.  The walk scratch is dropped too; the next walk sizes it anew. */
+ * order, so that new nodes fill the low slots first (the next graph is laid
+ * out in the order it is built, which its walks follow) and the next shrink
+ * can cut more.
+ *
+ * Memory goes back only from an arena of more than RELEASE_MIN slots (64
+ * bytes each: 4 MB): then the slot arrays are cut to twice the highest live
+ * slot, and the walk scratch, pooled children arrays and call scratch are
+ * dropped.  Below that the memory is kept for the next graph: a training loop
+ * frees its whole graph every step and builds it again, and handing the same
+ * pages back to the kernel to fault them in again cost a tenth of micrograd's
+ * demo step. */
 
 #define SHRINK_MIN 4096u
+#define RELEASE_MIN 65536u
+
+static void release_memory(arena_t *A)
+{
+    size_t cap = RELEASE_MIN;
+    while (cap < (size_t)A->used * 2)
+        cap *= 2;
+    if (cap < A->capacity)
+        resize_slots(A, cap); /* a failed shrink leaves the arena as it was */
+    free(A->walk_order);
+    free(A->walk_stack);
+    free(A->walk_next);
+    A->walk_order = A->walk_stack = A->walk_next = NULL;
+    A->walk_cap = 0;
+    kids_pool_drain();
+    pg_scratch_free(A);
+#ifdef __GLIBC__
+    malloc_trim(0); /* arrays below the mmap threshold leave holes in the heap: give them back */
+#endif
+}
 
 void pg_arena_maybe_shrink(arena_t *A)
 {
@@ -223,22 +334,13 @@ void pg_arena_maybe_shrink(arena_t *A)
             A->free_head = s;
         }
     A->used = top;
-    size_t cap = SHRINK_MIN;
-    while (cap < (size_t)top * 2)
-        cap *= 2;
-    if (cap < A->capacity)
-        resize_slots(A, cap); /* a failed shrink leaves the arena as it was */
-    free(A->walk_order);
-    free(A->walk_stack);
-    free(A->walk_next);
-    A->walk_order = A->walk_stack = A->walk_next = NULL;
-    A->walk_cap = 0;
-#ifdef __GLIBC__
-    malloc_trim(0); /* arrays below the mmap threshold leave holes in the heap: give them back */
-#endif
+    if (A->capacity > RELEASE_MIN)
+        release_memory(A);
 }
 
 /* --- allocation and release ---------------------------------------------------- */
+
+static void free_slot(arena_t *A, uint32_t s);
 
 static int64_t take_slot(arena_t *A, uint32_t *slot)
 {
@@ -263,12 +365,9 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
                     uint32_t arity, uint32_t *slot_out)
 {
     DEBUG_ASSERT(pg_lock_held());
-    for (uint32_t i = 0; i < arity; i++)
-        if (A->refs[kids[i]] > UINT32_MAX - arity)
-            return PG_ERR_ARG; /* a reference count would overflow */
     uint32_t *ext = NULL;
     if (arity > 2) {
-        ext = malloc(arity * sizeof *ext);
+        ext = kids_alloc(arity);
         if (!ext)
             return PG_ERR_NOMEM;
         memcpy(ext, kids, arity * sizeof *ext);
@@ -276,7 +375,7 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
     uint32_t s;
     int64_t rc = take_slot(A, &s);
     if (rc < 0) {
-        free(ext);
+        kids_release(ext, arity);
         return rc;
     }
     A->data[s] = value;
@@ -292,7 +391,15 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
     A->op[s] = op;
     A->flags[s] = 0;
     for (uint32_t i = 0; i < arity; i++)
-        A->refs[kids[i]]++;
+        if (A->refs[kids[i]]++ == UINT32_MAX) { /* the count wrapped: undo, and refuse */
+            for (uint32_t j = 0; j <= i; j++)
+                A->refs[kids[j]]--;
+            kids_release(ext, arity);
+            A->kids_ext[s] = NULL;
+            A->arity[s] = 0;
+            free_slot(A, s);
+            return PG_ERR_ARG;
+        }
     if (slot_out)
         *slot_out = s;
     return handle_of(A, s);
@@ -300,7 +407,7 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
 
 static void free_slot(arena_t *A, uint32_t s)
 {
-    free(A->kids_ext[s]);
+    kids_release(A->kids_ext[s], A->arity[s]);
     A->kids_ext[s] = NULL;
 #ifdef PG_DEBUG
     A->data[s] = A->grad[s] = NAN; /* poison */
@@ -314,6 +421,7 @@ static void free_slot(arena_t *A, uint32_t s)
     A->free_head = s;
     A->live--;
     A->frees_since_shrink++;
+    A->mutations++;
 }
 
 /* Free `s` and, iteratively, every descendant that loses its last reference.
@@ -344,7 +452,7 @@ void pg_node_detach(arena_t *A, uint32_t s)
     const uint32_t *kids = children_of(A, s);
     for (uint32_t i = 0; i < A->arity[s]; i++)
         pg_node_decref(A, kids[i]);
-    free(A->kids_ext[s]);
+    kids_release(A->kids_ext[s], A->arity[s]);
     A->kids_ext[s] = NULL;
     A->arity[s] = 0;
     A->op[s] = PG_OP_LEAF;
@@ -635,6 +743,7 @@ static int64_t set_stateful(arena_t *A, int64_t h)
     if (!lookup(A, h, &s))
         return PG_ERR_HANDLE;
     A->flags[s] |= FLAG_STATEFUL;
+    A->mutations++;
     return A->refs[s];
 }
 

@@ -55,6 +55,13 @@ typedef struct {
      * so that a tape knows when its count of custom ops may be stale */
     uint64_t custom_epoch;
     int python_layer; /* pg_python_layer: handles go through the nursery (arena.c) */
+    /* bumped whenever a node is freed or made stateful: a set of handles
+     * validated (and found not stateful) at one count is still so at the
+     * same count (nn.c caches pg_mlp's parameters by it) */
+    uint64_t mutations;
+    /* scratch for the C API calls that need some (nn.c), kept between calls */
+    void *scratch;
+    size_t scratch_size;
 } arena_t;
 
 static inline const uint32_t *children_of(const arena_t *A, uint32_t s)
@@ -112,6 +119,10 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
 void pg_node_decref(arena_t *A, uint32_t s);        /* internal reference */
 void pg_node_release(arena_t *A, uint32_t s);      /* external reference */
 int64_t pg_walk_reserve(arena_t *A);
+/* A->scratch with room for `size` bytes (NULL if out of memory); its
+ * contents are the caller's until it unlocks the arena. */
+void *pg_scratch(arena_t *A, size_t size);
+void pg_scratch_free(arena_t *A);
 /* Give memory back once live nodes are far below capacity. */
 void pg_arena_maybe_shrink(arena_t *A);
 

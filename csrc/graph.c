@@ -31,18 +31,25 @@ static int64_t topo_sort(arena_t *A, uint32_t root, uint32_t *count, uint32_t *c
     stack[depth] = root;
     next[depth++] = 0;
     while (depth) {
-        uint32_t node = stack[depth - 1];
-        if (next[depth - 1] < A->arity[node]) {
-            uint32_t child = children_of(A, node)[next[depth - 1]++];
-            if (A->mark[child] != epoch) {
-                A->mark[child] = epoch;
-                stack[depth] = child;
-                next[depth++] = 0;
-            }
-        } else {
+        uint32_t node = stack[depth - 1], i = next[depth - 1], arity = A->arity[node];
+        const uint32_t *kids = children_of(A, node);
+        while (i < arity && A->mark[kids[i]] == epoch) /* seen: most of a neuron's */
+            i++;
+        if (i == arity) { /* every child is ordered: the node goes next */
             customs += runs_custom_backward(A, node);
             order[n_order++] = node;
             depth--;
+            continue;
+        }
+        uint32_t child = kids[i];
+        next[depth - 1] = i + 1;
+        A->mark[child] = epoch;
+        if (A->arity[child] == 0) { /* a leaf is ordered at once: no push and pop */
+            customs += runs_custom_backward(A, child);
+            order[n_order++] = child;
+        } else {
+            stack[depth] = child;
+            next[depth++] = 0;
         }
     }
     *count = n_order;

@@ -139,7 +139,7 @@ class MLP(Module):
         if len(x) != plan.nin:
             raise ValueError(f"{self!r} takes {plan.nin} inputs, got {len(x)}")
         out = ffi.new("int64_t[]", plan.nout)
-        _call(lib.pg_mlp, plan._values + x, plan.params, plan.n_params, plan.sizes, plan.relu,
+        _call(lib.pg_mlp, (plan._values, x), plan.params, plan.n_params, plan.sizes, plan.relu,
               plan.n_layers, list(map(_handle, x)), out)
         out = [plain(Value, h) for h in out]
         return out[0] if len(out) == 1 else out
@@ -266,14 +266,14 @@ def _neurons_forward(neurons, x):
             return [_neurons_forward([n], x)[0] for n in neurons]
     handles = ffi.new("int64_t[]", nout)
     weights, biases = [w for n in neurons for w in n.w], [n.b for n in neurons]
-    _call(lib.pg_layer, weights + biases + x, list(map(_handle, weights)),
+    _call(lib.pg_layer, (weights, biases, x), list(map(_handle, weights)),
           list(map(_handle, biases)), list(map(_handle, x)), nin, nout, relu, handles)
     return [plain(Value, h) for h in handles]
 
 
 def _call(fn, operands, *args):
     """fn(*args), a C call that writes new handles into its last argument
-    (operands: the Values it uses)."""
+    (operands: lists of the Values it uses, joined only if settle needs them)."""
     status = fn(*args)
     if status < 0:
-        settle(status, operands, fn, *args)
+        settle(status, [v for values in operands for v in values], fn, *args)
