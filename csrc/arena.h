@@ -182,6 +182,7 @@ void pg_plan_free(pg_plan *plan);
  * backpropagate from the root. */
 int64_t pg_plan_forward(arena_t *A, const pg_plan *plan);
 int64_t pg_plan_backward(arena_t *A, const pg_plan *plan);
+int64_t pg_plan_groups(const pg_plan *plan);  /* how many dense groups it runs */
 
 /* A fresh epoch for A->mark: stamps from before it no longer match. */
 uint32_t pg_new_epoch(arena_t *A);

@@ -297,6 +297,18 @@ static int64_t tape_replay_backward(arena_t *A, int64_t id)
     return rc < 0 ? rc : pg_plan_backward(A, plan);
 }
 
+static int64_t tape_groups(arena_t *A, int64_t id)
+{
+    tape_t *t = tape_lookup(id);
+    if (!t)
+        return PG_ERR_TAPE;
+    if (count_custom_ops(A, t))
+        return PG_CUSTOM_OPS;
+    const pg_plan *plan;
+    int64_t rc = tape_plan(A, t, &plan);
+    return rc < 0 ? rc : pg_plan_groups(plan);
+}
+
 /* The leaves among handles[0..count) that are on the tape (not its root)
  * get no gradient from replays: returns how many. */
 static int64_t tape_skip_grads(arena_t *A, int64_t id, const int64_t *handles, int64_t count)
@@ -357,6 +369,7 @@ int64_t pg_tape_replay_backward(int64_t tape)
     PG_LOCKED(tape_replay_backward(&pg_the_arena, tape));
 }
 int64_t pg_tape_diff(int64_t a, int64_t b) { PG_LOCKED(tape_diff(&pg_the_arena, a, b)); }
+int64_t pg_tape_groups(int64_t tape) { PG_LOCKED(tape_groups(&pg_the_arena, tape)); }
 int64_t pg_tape_skip_grads(int64_t tape, const int64_t *handles, int64_t count)
 {
     PG_LOCKED(tape_skip_grads(&pg_the_arena, tape, handles, count));

@@ -165,19 +165,26 @@ static inline void powv_backward(arena_t *A, uint32_t n, const uint32_t *k)
     G[k[1]] += db * G[n];
 }
 
-/* RELU: out = 0 if a < 0 else a (so relu(-0.0) is -0.0, as in micrograd) */
+/* RELU: out = 0 if a < 0 else a (so relu(-0.0) is -0.0, as in micrograd).
+ * The activations' *_value and *_grad (what backward adds to the input's grad,
+ * given the output and its grad) serve replay's dense layers too. */
+static inline double relu_value(double a) { return a < 0.0 ? 0.0 : a; }
+/* micrograd: (out.data > 0) * out.grad */
+static inline double relu_grad(double out, double g) { return (double)(out > 0.0) * g; }
+
 static inline void relu_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
-    D[n] = D[k[0]] < 0.0 ? 0.0 : D[k[0]];
+    D[n] = relu_value(D[k[0]]);
 }
 
-/* micrograd: (out.data > 0) * out.grad */
 static inline void relu_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
-    G[k[0]] += (double)(D[n] > 0.0) * G[n];
+    G[k[0]] += relu_grad(D[n], G[n]);
 }
 
 /* TANH: out = tanh(a) */
+static inline double tanh_grad(double out, double g) { return (1.0 - out * out) * g; }
+
 static inline void tanh_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     D[n] = tanh(D[k[0]]);
@@ -185,7 +192,7 @@ static inline void tanh_forward(arena_t *A, uint32_t n, const uint32_t *k)
 
 static inline void tanh_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
-    G[k[0]] += (1.0 - D[n] * D[n]) * G[n];
+    G[k[0]] += tanh_grad(D[n], G[n]);
 }
 
 /* EXP: out = exp(a) */
@@ -216,9 +223,11 @@ static inline void sigmoid_forward(arena_t *A, uint32_t n, const uint32_t *k)
     D[n] = stable_sigmoid(D[k[0]]);
 }
 
+static inline double sigmoid_grad(double out, double g) { return out * (1.0 - out) * g; }
+
 static inline void sigmoid_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
-    G[k[0]] += D[n] * (1.0 - D[n]) * G[n];
+    G[k[0]] += sigmoid_grad(D[n], G[n]);
 }
 
 /* DOT: out = b + w[0]*x[0] + w[1]*x[1] + ..., children (b, w[0..m), x[0..m)).

@@ -156,6 +156,10 @@ int64_t pg_tape_replay_backward(int64_t tape);
  * pg_tape_replay_backward, which leaves their grad at 0.  Replaces any set
  * given before; returns how many leaves it holds. */
 int64_t pg_tape_skip_grads(int64_t tape, const int64_t *handles, int64_t count);
+/* How many dense groups (a neuron's DOT nodes across samples: a layer over
+ * a batch, run as batched kernels) the tape's replay runs; plans the replay
+ * if it was not yet. */
+int64_t pg_tape_groups(int64_t tape);
 /* First position where two tapes differ (op, arity, exponent or value, bit
  * for bit); their common length if none does. */
 int64_t pg_tape_diff(int64_t a, int64_t b);

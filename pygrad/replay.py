@@ -4,7 +4,11 @@ micrograd rebuilds the same graph node by node every step although its shape
 never changes.  A Replay keeps the graph of one step (its nodes in
 topological order) and reruns it: forward() recomputes every node from its
 leaves' current values, backward() zeroes every grad and backpropagates, one C
-call each, with no Python work per node::
+call each, with no Python work per node.  The first replay plans the graph:
+a layer applied across a batch (one neuron's DOT nodes over every sample)
+runs as dense batched kernels, the rest node by node, and every value and
+grad is still the eager graph's, bit for bit (``dense_groups`` says how many
+such layers it found)::
 
     xs = [[Value(0.0), Value(0.0)] for _ in range(batch)]   # input leaves
     loss = build_loss(model, xs)                           # eager, once
@@ -78,6 +82,13 @@ class Replay:
     def __len__(self):
         """How many nodes the recorded graph has."""
         return lib.pg_tape_length(self._live_tape().id)
+
+    @property
+    def dense_groups(self):
+        """How many groups of neurons (one neuron's DOT nodes across the
+        samples of a batch: a layer over a batch) this replay runs as dense
+        batched kernels; the rest of the graph runs node by node."""
+        return _check(lib.pg_tape_groups(self._live_tape().id))
 
     def feed(self, values):
         """Set the inputs' data from a flat list or array of floats, in one call."""

@@ -182,6 +182,7 @@ SIGNATURES = {
     "pg_tape_length": "t", "pg_tape_node": "ti",
     "pg_tape_backward": "ti", "pg_tape_custom_ops": "t", "pg_tape_forward": "t",
     "pg_tape_replay_backward": "t", "pg_tape_diff": "tt", "pg_tape_skip_grads": ["t", "hs", "n"],
+    "pg_tape_groups": "t",
     "pg_zero_grad": ["hs", "n"], "pg_sgd_step": ["hs", "do", "n", "d", "d", "d"],
     "pg_adam_step": ["hs", "do", "do", "n", "n", "d", "d", "d", "d", "d"],
     "pg_grad_off_new": "", "pg_grad_off_start": ["pg"], "pg_grad_off_release": ["pg"],

@@ -1050,6 +1050,89 @@ static void test_tape_skip_grads(void)
     CHECK_EQ(pg_live_nodes(), live0);
 }
 
+/* A layer over a batch, for the dense replay tests: S samples of NIN inputs
+ * through NOUT ReLU neurons, then sum of squares of the outputs, plus a log
+ * of the first input (so that fed data can make the forward fail).  Returns
+ * the loss; its nodes' handles are released (the caller's tape holds them). */
+enum { DENSE_S = 9, DENSE_NIN = 3, DENSE_NOUT = 5 };
+
+static int64_t dense_loss(const int64_t *w, const int64_t *b, const int64_t (*x)[DENSE_NIN])
+{
+    int64_t total = pg_leaf(0.0);
+    for (int s = 0; s < DENSE_S; s++) {
+        int64_t h[DENSE_NOUT];
+        pg_layer(w, b, x[s], DENSE_NIN, DENSE_NOUT, 1, h);
+        for (int j = 0; j < DENSE_NOUT; j++) {
+            int64_t sq = pg_mul(h[j], h[j]), next = pg_add(total, sq);
+            pg_release(sq);
+            pg_release(h[j]);
+            pg_release(total);
+            total = next;
+        }
+    }
+    int64_t lg = pg_log(x[0][0]), root = pg_pow_const(x[1][1], 0.5, 0);
+    int64_t with_log = pg_add(total, lg), loss = pg_add(with_log, root);
+    int64_t temporaries[] = {lg, root, total, with_log};
+    pg_release_many(temporaries, 4);
+    return loss;
+}
+
+/* The dense replay gives every node the value and grad the eager graph
+ * gives, bit for bit, and a failing replay the error eager gives. */
+static void test_dense_replay(void)
+{
+    int64_t live0 = pg_live_nodes();
+    int64_t w[DENSE_NIN * DENSE_NOUT], b[DENSE_NOUT], x[DENSE_S][DENSE_NIN];
+    for (int i = 0; i < DENSE_NIN * DENSE_NOUT; i++)
+        w[i] = pg_leaf(0.25 * (i % 7) - 0.8);
+    for (int j = 0; j < DENSE_NOUT; j++)
+        b[j] = pg_leaf(j == 2 ? -0.0 : 0.1 * j);
+    for (int s = 0; s < DENSE_S; s++)
+        for (int i = 0; i < DENSE_NIN; i++)
+            x[s][i] = pg_leaf(0.5 + 0.3 * s - 0.7 * i);
+    int64_t loss = dense_loss(w, b, x);
+    int64_t t = pg_tape_record(loss);
+    CHECK_EQ(pg_tape_groups(t), 1);
+    CHECK_EQ(pg_tape_forward(t), PG_OK);
+    CHECK_EQ(pg_tape_replay_backward(t), PG_OK);
+
+    int64_t eager_loss = dense_loss(w, b, x), te = pg_tape_record(eager_loss);
+    CHECK_EQ(pg_backward(eager_loss), PG_OK);
+    int64_t n = pg_tape_length(t);
+    CHECK_EQ(pg_tape_length(te), n);
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t r = pg_tape_node(t, i), e = pg_tape_node(te, i);
+        int leaf = pg_child_count(r) == 0;
+        double rd = pg_data(r), ed = pg_data(e), rg = pg_grad(r), eg = pg_grad(e);
+        bad += memcmp(&rd, &ed, sizeof rd) != 0;
+        /* shared leaves (w, b, x) got both backwards' grads: compare the rest */
+        bad += !leaf && memcmp(&rg, &eg, sizeof rg) != 0;
+    }
+    CHECK_EQ(bad, 0);
+
+    /* Fed data that makes log fail, or the backward of x ** 0.5 at 0: the
+     * replay's error is eager's. */
+    pg_set_data(x[0][0], -1.0);
+    CHECK_EQ(pg_tape_forward(t), PG_ERR_DOMAIN);
+    pg_set_data(x[0][0], 0.5);
+    CHECK_EQ(pg_tape_forward(t), PG_OK);
+    pg_set_data(x[1][1], 0.0);
+    CHECK_EQ(pg_tape_forward(t), PG_OK);
+    CHECK_EQ(pg_tape_replay_backward(t), PG_ERR_ZERODIV);
+    CHECK_EQ(pg_tape_forward(te), PG_OK);
+    CHECK_EQ(pg_backward(eager_loss), PG_ERR_ZERODIV);
+
+    CHECK_EQ(pg_tape_free(t), PG_OK);
+    CHECK_EQ(pg_tape_free(te), PG_OK);
+    int64_t rest[] = {loss, eager_loss};
+    CHECK_EQ(pg_release_many(rest, 2), 0);
+    CHECK_EQ(pg_release_many(w, DENSE_NIN * DENSE_NOUT), 0);
+    CHECK_EQ(pg_release_many(b, DENSE_NOUT), 0);
+    CHECK_EQ(pg_release_many(&x[0][0], DENSE_S * DENSE_NIN), 0);
+    CHECK_EQ(pg_live_nodes(), live0);
+}
+
 /* pg_set_custom_backward (a user assigning v._backward): the node keeps its op
  * and children, every backward that would run its built-in step instead stops
  * at it, and pg_node_backward still runs that step (micrograd's
@@ -2392,6 +2475,7 @@ int main(void)
     RUN(test_custom_nodes);
     RUN(test_tape_replay);
     RUN(test_tape_skip_grads);
+    RUN(test_dense_replay);
     RUN(test_set_custom_backward);
     RUN(test_node_limit);
     RUN(test_layer);
