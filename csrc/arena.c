@@ -749,6 +749,73 @@ static int64_t set_stateful(arena_t *A, int64_t h)
 
 int64_t pg_set_stateful(int64_t h) { PG_LOCKED(set_stateful(&pg_the_arena, h)); }
 
+/* --- validated parameters ----------------------------------------------------
+ * A training loop calls pg_mlp once per sample, and an optimizer's step once
+ * per step, with the same parameter handles, and validating them all (range, generation, liveness, and whether
+ * any is stateful) every time costs about what the neurons' arithmetic does.
+ * So the last few sets validated are kept with the arena's `mutations` count
+ * of the time: while no node has been freed or made stateful since, the same
+ * handles (compared with memcmp) are still valid, name the same slots, and
+ * are still all stateless or not. */
+
+#define PARAM_SETS 8
+
+typedef struct {
+    int64_t *handles; /* a copy of the set */
+    uint32_t *slots;  /* their slots */
+    size_t count, capacity;
+    uint64_t mutations; /* A->mutations when validated */
+    int stateful;       /* any of them is */
+    int valid;
+} param_set_t;
+
+static param_set_t param_sets[PARAM_SETS];
+static unsigned param_sets_next;
+
+static int same_set(const arena_t *A, const param_set_t *set, const int64_t *handles, size_t count)
+{
+    return set->valid && set->count == count && set->mutations == A->mutations &&
+           memcmp(set->handles, handles, count * sizeof *handles) == 0;
+}
+
+/* The slots of handles[0..count) and whether any is stateful: from a set
+ * validated before, or validated now (and kept).  PG_OK, PG_ERR_HANDLE if
+ * one is bad, PG_ERR_NOMEM.  *slots stays valid until the arena unlocks. */
+int64_t pg_lookup_params(arena_t *A, const int64_t *handles, size_t count,
+                         const uint32_t **slots, int *stateful)
+{
+    for (unsigned i = 0; i < PARAM_SETS; i++)
+        if (same_set(A, &param_sets[i], handles, count)) {
+            *slots = param_sets[i].slots;
+            *stateful = param_sets[i].stateful;
+            return PG_OK;
+        }
+    param_set_t *set = &param_sets[param_sets_next++ % PARAM_SETS];
+    set->valid = 0;
+    if (count > set->capacity) {
+        int64_t *h = realloc(set->handles, count * sizeof *h);
+        if (h)
+            set->handles = h;
+        uint32_t *s = realloc(set->slots, count * sizeof *s);
+        if (s)
+            set->slots = s;
+        if (!h || !s)
+            return PG_ERR_NOMEM;
+        set->capacity = count;
+    }
+    if (!pg_lookup_all(A, handles, (int64_t)count, set->slots))
+        return PG_ERR_HANDLE;
+    if (count) /* (handles may be NULL then) */
+        memcpy(set->handles, handles, count * sizeof *handles);
+    set->count = count;
+    set->mutations = A->mutations;
+    set->stateful = pg_any_stateful(A, set->slots, count);
+    set->valid = 1;
+    *slots = set->slots;
+    *stateful = set->stateful;
+    return PG_OK;
+}
+
 /* --- the C API: references and node fields ----------------------------------------- */
 
 static int64_t retain(arena_t *A, int64_t h)
@@ -816,6 +883,7 @@ static int64_t write_field(double *const *field, int64_t h, double value)
     int ok = lookup(&pg_the_arena, h, &s);
     if (ok)
         (*field)[s] = value;
+    pg_the_arena.data_writes += ok && field == &pg_the_arena.data;
     pg_unlock();
     return ok ? PG_OK : PG_ERR_HANDLE;
 }
@@ -839,6 +907,7 @@ static int64_t set_data_many(arena_t *A, const int64_t *handles, const double *v
         lookup(A, handles[i], &s);
         A->data[s] = values[i];
     }
+    A->data_writes++;
     return PG_OK;
 }
 

@@ -59,6 +59,10 @@ typedef struct {
      * validated (and found not stateful) at one count is still so at the
      * same count (nn.c caches pg_mlp's parameters by it) */
     uint64_t mutations;
+    /* bumped by every write of existing nodes' values (set_data, optimizer
+     * steps, replays): a replay's backward knows the values its forward
+     * gathered are still the nodes' */
+    uint64_t data_writes;
     /* scratch for the C API calls that need some (nn.c), kept between calls */
     void *scratch;
     size_t scratch_size;
@@ -152,6 +156,13 @@ int64_t pg_make_op(arena_t *A, uint8_t op, const uint32_t *kids, uint32_t arity,
 /* Drop the caller's reference to an intermediate node once its parent holds
  * one (or, if making the parent failed, free it): returns `result`. */
 int64_t pg_drop_temporary(arena_t *A, uint32_t temporary, int64_t result);
+/* The slots of handles[0..count) and whether any of them is stateful,
+ * validated, or found validated before with no node freed or made stateful
+ * since (a few sets are kept: a model's parameters, an optimizer's).  PG_OK,
+ * PG_ERR_HANDLE if one is bad, PG_ERR_NOMEM.  *slots is valid until the
+ * arena unlocks. */
+int64_t pg_lookup_params(arena_t *A, const int64_t *handles, size_t count,
+                         const uint32_t **slots, int *stateful);
 /* Validate handles[0..count) into slots[]; 0 if any is bad. */
 int pg_lookup_all(const arena_t *A, const int64_t *handles, int64_t count, uint32_t *slots);
 
@@ -173,14 +184,15 @@ int pg_lookup_all(const arena_t *A, const int64_t *handles, int64_t count, uint3
 
 /* replay.c: a tape's replay plan, built from its recorded order (children
  * before parents, the root last) on the first replay.  `skip` lists leaves of
- * the tape that get no gradient. */
+ * the tape that get no gradient.  Building it may move nodes only the tape
+ * can name to other slots (order[] is updated): handles to them go stale. */
 typedef struct pg_plan pg_plan;
-int64_t pg_plan_build(arena_t *A, const uint32_t *order, uint32_t count, const uint32_t *skip,
+int64_t pg_plan_build(arena_t *A, uint32_t *order, uint32_t count, const uint32_t *skip,
                       uint32_t n_skip, pg_plan **out);
 void pg_plan_free(pg_plan *plan);
 /* Recompute every node from its children; zero every grad of the tape and
  * backpropagate from the root. */
-int64_t pg_plan_forward(arena_t *A, const pg_plan *plan);
+int64_t pg_plan_forward(arena_t *A, pg_plan *plan);
 int64_t pg_plan_backward(arena_t *A, const pg_plan *plan);
 int64_t pg_plan_groups(const pg_plan *plan);  /* how many dense groups it runs */
 

@@ -281,7 +281,7 @@ static int64_t tape_forward(arena_t *A, int64_t id)
         return PG_CUSTOM_OPS;
     const pg_plan *plan;
     int64_t rc = tape_plan(A, t, &plan);
-    return rc < 0 ? rc : pg_plan_forward(A, plan);
+    return rc < 0 ? rc : pg_plan_forward(A, t->plan);
 }
 
 /* zero_grad over the whole graph, then backward from the root. */

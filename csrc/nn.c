@@ -46,73 +46,6 @@ static int64_t build_layer(arena_t *A, const uint32_t *w, const uint32_t *b, con
 
 static int size_ok(int64_t n) { return n >= 0 && 2 * n + 1 <= (int64_t)MAX_SLOTS; }
 
-/* --- validated parameters ----------------------------------------------------
- * A training loop calls pg_mlp once per sample with the same parameter
- * handles, and validating them all (range, generation, liveness, and whether
- * any is stateful) every time costs about what the neurons' arithmetic does.
- * So the last few sets validated are kept with the arena's `mutations` count
- * of the time: while no node has been freed or made stateful since, the same
- * handles (compared with memcmp) are still valid, name the same slots, and
- * are still all stateless or not. */
-
-#define PARAM_SETS 4
-
-typedef struct {
-    int64_t *handles; /* a copy of the set */
-    uint32_t *slots;  /* their slots */
-    size_t count, capacity;
-    uint64_t mutations; /* A->mutations when validated */
-    int stateful;       /* any of them is */
-    int valid;
-} param_set_t;
-
-static param_set_t param_sets[PARAM_SETS];
-static unsigned param_sets_next;
-
-static int same_set(const arena_t *A, const param_set_t *set, const int64_t *handles, size_t count)
-{
-    return set->valid && set->count == count && set->mutations == A->mutations &&
-           memcmp(set->handles, handles, count * sizeof *handles) == 0;
-}
-
-/* The slots of handles[0..count) and whether any is stateful: from a set
- * validated before, or validated now (and kept).  PG_OK, PG_ERR_HANDLE if
- * one is bad, PG_ERR_NOMEM.  *slots stays valid until the arena unlocks. */
-static int64_t lookup_params(arena_t *A, const int64_t *handles, size_t count,
-                             const uint32_t **slots, int *stateful)
-{
-    for (unsigned i = 0; i < PARAM_SETS; i++)
-        if (same_set(A, &param_sets[i], handles, count)) {
-            *slots = param_sets[i].slots;
-            *stateful = param_sets[i].stateful;
-            return PG_OK;
-        }
-    param_set_t *set = &param_sets[param_sets_next++ % PARAM_SETS];
-    set->valid = 0;
-    if (count > set->capacity) {
-        int64_t *h = realloc(set->handles, count * sizeof *h);
-        if (h)
-            set->handles = h;
-        uint32_t *s = realloc(set->slots, count * sizeof *s);
-        if (s)
-            set->slots = s;
-        if (!h || !s)
-            return PG_ERR_NOMEM;
-        set->capacity = count;
-    }
-    if (!pg_lookup_all(A, handles, (int64_t)count, set->slots))
-        return PG_ERR_HANDLE;
-    if (count) /* (handles may be NULL then) */
-        memcpy(set->handles, handles, count * sizeof *handles);
-    set->count = count;
-    set->mutations = A->mutations;
-    set->stateful = pg_any_stateful(A, set->slots, count);
-    set->valid = 1;
-    *slots = set->slots;
-    *stateful = set->stateful;
-    return PG_OK;
-}
-
 static int64_t api_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
                          int64_t nout, int32_t relu, int64_t *out)
 {
@@ -127,9 +60,9 @@ static int64_t api_layer(const int64_t *w, const int64_t *b, const int64_t *x, i
     uint32_t *x_s = kids + 2 * nin + 1, *out_s = x_s + nin;
     const uint32_t *w_s, *b_s;
     int w_stateful, b_stateful;
-    int64_t rc = lookup_params(A, w, (size_t)(nin * nout), &w_s, &w_stateful);
+    int64_t rc = pg_lookup_params(A, w, (size_t)(nin * nout), &w_s, &w_stateful);
     if (rc == PG_OK)
-        rc = lookup_params(A, b, (size_t)nout, &b_s, &b_stateful);
+        rc = pg_lookup_params(A, b, (size_t)nout, &b_s, &b_stateful);
     if (rc == PG_OK && !pg_lookup_all(A, x, nin, x_s))
         rc = PG_ERR_HANDLE;
     if (rc == PG_OK)
@@ -179,7 +112,7 @@ static int64_t api_mlp(const int64_t *params, int64_t n_params, const int64_t *s
     uint32_t *in = kids + 2 * widest + 1, *next = in + widest;
     const uint32_t *p_s;
     int stateful;
-    int64_t rc = lookup_params(A, params, (size_t)n_params, &p_s, &stateful);
+    int64_t rc = pg_lookup_params(A, params, (size_t)n_params, &p_s, &stateful);
     if (rc == PG_OK && !pg_lookup_all(A, x, sizes[0], in))
         rc = PG_ERR_HANDLE;
     if (rc < 0)

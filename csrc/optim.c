@@ -4,31 +4,25 @@
 
 #include "arena.h"
 
-/* Validate every parameter handle before touching any: all or nothing. */
-static int64_t param_slots(arena_t *A, const int64_t *params, int64_t count, uint32_t **slots)
+/* Validate every parameter handle before touching any: all or nothing (and
+ * once for the same parameters step after step: pg_lookup_params). */
+static int64_t param_slots(arena_t *A, const int64_t *params, int64_t count,
+                           const uint32_t **slots)
 {
     if (count < 0 || (count > 0 && !params))
         return PG_ERR_ARG;
-    *slots = malloc((size_t)(count ? count : 1) * sizeof **slots);
-    if (!*slots)
-        return PG_ERR_NOMEM;
-    for (int64_t i = 0; i < count; i++)
-        if (!lookup(A, params[i], &(*slots)[i])) {
-            free(*slots);
-            return PG_ERR_HANDLE;
-        }
-    return PG_OK;
+    int stateful;
+    return pg_lookup_params(A, params, (size_t)count, slots, &stateful);
 }
 
 static int64_t zero_grad(arena_t *A, const int64_t *params, int64_t count)
 {
-    uint32_t *slots;
+    const uint32_t *slots;
     int64_t rc = param_slots(A, params, count, &slots);
     if (rc < 0)
         return rc;
     for (int64_t i = 0; i < count; i++)
         A->grad[slots[i]] = 0.0;
-    free(slots);
     return PG_OK;
 }
 
@@ -37,7 +31,7 @@ static int64_t sgd_step(arena_t *A, const int64_t *params, double *velocity, int
 {
     if (momentum != 0.0 && count > 0 && !velocity)
         return PG_ERR_ARG;
-    uint32_t *slots;
+    const uint32_t *slots;
     int64_t rc = param_slots(A, params, count, &slots);
     if (rc < 0)
         return rc;
@@ -52,7 +46,7 @@ static int64_t sgd_step(arena_t *A, const int64_t *params, double *velocity, int
         }
         A->data[p] -= lr * g;
     }
-    free(slots);
+    A->data_writes++;
     return PG_OK;
 }
 
@@ -62,7 +56,7 @@ static int64_t adam_step(arena_t *A, const int64_t *params, double *m, double *v
 {
     if (t < 1 || (count > 0 && (!m || !v)))
         return PG_ERR_ARG;
-    uint32_t *slots;
+    const uint32_t *slots;
     int64_t rc = param_slots(A, params, count, &slots);
     if (rc < 0)
         return rc;
@@ -79,7 +73,7 @@ static int64_t adam_step(arena_t *A, const int64_t *params, double *m, double *v
         double denom = sqrt(v[i]) / bias_correction2_sqrt + eps;
         A->data[p] -= step_size * (m[i] / denom);
     }
-    free(slots);
+    A->data_writes++;
     return PG_OK;
 }
 

@@ -207,15 +207,6 @@ static int64_t group_alloc(group_t *g)
     return PG_OK;
 }
 
-static double act_value(uint8_t op, double a)
-{
-    switch (op) {
-    case PG_OP_RELU: return relu_value(a);
-    case PG_OP_TANH: return tanh(a);
-    default: return stable_sigmoid(a);
-    }
-}
-
 /* Weights, biases and inputs, read from the arena. */
 static void gather_operands(const arena_t *A, group_t *g)
 {
@@ -259,17 +250,33 @@ static void group_forward(arena_t *A, group_t *g)
     for (uint32_t j = 0; j < J; j++) {
         const double *out = g->OUT + (size_t)j * Sp;
         double *act = g->ACT + (size_t)j * Sp;
+        switch (g->act_op) {
+        case PG_OP_RELU:
+            for (uint32_t s = 0; s < S; s++)
+                act[s] = relu_value(out[s]);
+            break;
+        case PG_OP_TANH:
+            for (uint32_t s = 0; s < S; s++)
+                act[s] = tanh(out[s]);
+            break;
+        default:
+            for (uint32_t s = 0; s < S; s++)
+                act[s] = stable_sigmoid(out[s]);
+        }
         const uint32_t *node = g->act + (size_t)j * S;
         for (uint32_t s = 0; s < S; s++)
-            D[node[s]] = act[s] = act_value(g->act_op, out[s]);
+            D[node[s]] = act[s];
     }
 }
 
 /* The DOTs' grads: through the activation (whose term is the DOT's only
- * one: 0 + term, as eager's zeroed grad plus it), or as parents left them. */
-static void gather_output_grads(arena_t *A, group_t *g)
+ * one: 0 + term, as eager's zeroed grad plus it), or as parents left them.
+ * The activations' values are the forward's (`act`: ACT, or the arena's
+ * when values were written since). */
+static void gather_output_grads(arena_t *A, group_t *g, int values_unchanged)
 {
-    double *D = A->data, *G = A->grad;
+    const double *D = A->data;
+    double *G = A->grad;
     const uint32_t J = g->J, S = g->S, Sp = g->Sp;
     for (uint32_t j = 0; j < J; j++) {
         double *go = g->GO + (size_t)j * Sp;
@@ -279,19 +286,25 @@ static void gather_output_grads(arena_t *A, group_t *g)
                 go[s] = G[node[s]];
             continue;
         }
-        const uint32_t *act = g->act + (size_t)j * S;
+        const uint32_t *act_node = g->act + (size_t)j * S;
+        double *act = g->ACT + (size_t)j * Sp;
+        if (!values_unchanged)
+            for (uint32_t s = 0; s < S; s++)
+                act[s] = D[act_node[s]];
+        for (uint32_t s = 0; s < S; s++)
+            go[s] = G[act_node[s]]; /* the activations' grads, then through them */
         switch (g->act_op) {
         case PG_OP_RELU:
             for (uint32_t s = 0; s < S; s++)
-                go[s] = 0.0 + relu_grad(D[act[s]], G[act[s]]);
+                go[s] = 0.0 + relu_grad(act[s], go[s]);
             break;
         case PG_OP_TANH:
             for (uint32_t s = 0; s < S; s++)
-                go[s] = 0.0 + tanh_grad(D[act[s]], G[act[s]]);
+                go[s] = 0.0 + tanh_grad(act[s], go[s]);
             break;
         default:
             for (uint32_t s = 0; s < S; s++)
-                go[s] = 0.0 + sigmoid_grad(D[act[s]], G[act[s]]);
+                go[s] = 0.0 + sigmoid_grad(act[s], go[s]);
         }
         for (uint32_t s = 0; s < S; s++)
             G[node[s]] = go[s];
@@ -300,12 +313,13 @@ static void gather_output_grads(arena_t *A, group_t *g)
 
 /* grad x[s][i] += w[j][i] * grad out[j][s] for j in order; grad w[j][i] (and
  * b[j]) += x[s][i] (and 1) * grad out[j][s] for s in order. */
-static void group_backward(arena_t *A, group_t *g)
+static void group_backward(arena_t *A, group_t *g, int values_unchanged)
 {
     double *G = A->grad;
     const uint32_t m = g->m, J = g->J, S = g->S, Sp = g->Sp, m1p = g->m1p;
-    gather_operands(A, g); /* backward reads the values as they are now, as eager's */
-    gather_output_grads(A, g);
+    if (!values_unchanged) /* backward reads the values as they are now, as eager's */
+        gather_operands(A, g);
+    gather_output_grads(A, g, values_unchanged);
     if (g->x_grad) {
         for (uint32_t s = 0; s < S; s++) {
             const uint32_t *x = g->x_cells + (size_t)s * m;
@@ -383,6 +397,9 @@ struct pg_plan {
     uint32_t *order;
     uint8_t *no_x_grad;
     uint32_t count;
+    /* A->data_writes when its forward finished: if no value was written
+     * since, the groups' buffers still hold the nodes' values */
+    uint64_t forward_writes;
 };
 
 void pg_plan_free(pg_plan *plan)
@@ -407,7 +424,7 @@ int64_t pg_plan_groups(const pg_plan *plan) { return plan->n_groups; }
 
 typedef struct {
     arena_t *A;
-    const uint32_t *order;
+    uint32_t *order;        /* the tape's order (relocate() renames its slots) */
     uint32_t count;
     uint32_t *pos;          /* slot -> tape position (for the tape's slots) */
     uint8_t *skipped;       /* position -> a leaf that gets no grad */
@@ -1027,6 +1044,136 @@ static int64_t schedule(builder_t *b, schedule_t *sc)
     }
 }
 
+/* --- laying the graph out again ------------------------------------------------------
+ * The nodes a replay runs are where the eager build left them: a layer's
+ * nodes for one sample side by side, the same neuron's for the next sample a
+ * graph's width away.  So the plan lays them out again in the order it runs
+ * them (a group's DOTs neuron by neuron, sample by sample, then its
+ * activations; every other node where its run is): the slots they occupy,
+ * sorted, are handed back out in that order.  Only nodes that nothing but
+ * this tape can name move: no handle held (ext 0), no Python state, and no
+ * parent or tape but this tape's own nodes and this tape.  A slot that gets
+ * another node gets a new generation, so that a stale handle to it is
+ * refused, never taken for the node that is there now.  Values and grads
+ * move with their nodes: nothing observable changes but speed. */
+
+typedef struct {
+    double data, grad, exponent;
+    uint32_t *kids_ext;
+    uint32_t kids[2], arity, refs, ext, mark;
+    uint8_t op, flags;
+} node_fields_t;
+
+static int movable(const builder_t *b, uint32_t p)
+{
+    const arena_t *A = b->A;
+    uint32_t s = b->order[p];
+    return A->ext[s] == 0 && !(A->flags[s] & FLAG_STATEFUL) && A->refs[s] == b->n_parents[p] + 1;
+}
+
+static int by_slot(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void remap_all(uint32_t *slots, size_t count, const uint32_t *map)
+{
+    for (size_t i = 0; i < count; i++)
+        if (map[slots[i]] != NONE)
+            slots[i] = map[slots[i]];
+}
+
+/* Best effort: out of memory, the nodes stay where they are. */
+static void relocate(builder_t *b, const schedule_t *sc)
+{
+    arena_t *A = b->A;
+    const uint32_t P = b->count;
+    uint32_t *seq = malloc(((size_t)P + 1) * sizeof *seq);   /* positions, in run order */
+    uint32_t *slots = malloc(((size_t)P + 1) * sizeof *slots); /* their slots, sorted */
+    uint32_t *group_of_unit = malloc(((size_t)b->n_groups + 1) * sizeof *group_of_unit);
+    uint32_t *map = malloc((size_t)A->used * sizeof *map);     /* old slot -> new, or NONE */
+    node_fields_t *moved = NULL;
+    if (!seq || !slots || !group_of_unit || !map)
+        goto done;
+    for (uint32_t g = 0, u = 0; g < b->n_groups; g++)
+        if (!b->dissolved[g])
+            group_of_unit[u++] = g;
+    uint32_t n = 0;
+    for (uint32_t i = sc->n_units; i-- > 0;) { /* forward order */
+        uint32_t u = sc->order[i];
+        if (u < sc->n_single) {
+            if (movable(b, sc->single[u]))
+                seq[n++] = sc->single[u];
+            continue;
+        }
+        const group_t *g = &b->groups[group_of_unit[u - sc->n_single]];
+        for (size_t d = 0; d < (size_t)g->J * g->S; d++)
+            if (movable(b, b->pos[g->out[d]]))
+                seq[n++] = b->pos[g->out[d]];
+        for (size_t d = 0; g->act_op && d < (size_t)g->J * g->S; d++)
+            if (movable(b, b->pos[g->act[d]]))
+                seq[n++] = b->pos[g->act[d]];
+    }
+    moved = malloc(((size_t)n + 1) * sizeof *moved);
+    if (!moved)
+        goto done;
+    for (uint32_t k = 0; k < n; k++)
+        slots[k] = b->order[seq[k]];
+    qsort(slots, n, sizeof *slots, by_slot);
+    memset(map, 0xff, (size_t)A->used * sizeof *map);
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t s = b->order[seq[k]];
+        moved[k] = (node_fields_t){A->data[s], A->grad[s], A->exponent[s], A->kids_ext[s],
+                                   {A->kids[s][0], A->kids[s][1]}, A->arity[s], A->refs[s],
+                                   A->ext[s], A->mark[s], A->op[s], A->flags[s]};
+        map[s] = slots[k];
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t t = slots[k];
+        const node_fields_t *f = &moved[k];
+        if (b->order[seq[k]] != t)
+            A->gen[t]++; /* another node: handles to the one that was here go stale */
+        A->data[t] = f->data;
+        A->grad[t] = f->grad;
+        A->exponent[t] = f->exponent;
+        A->kids_ext[t] = f->kids_ext;
+        A->kids[t][0] = f->kids[0];
+        A->kids[t][1] = f->kids[1];
+        A->arity[t] = f->arity;
+        A->refs[t] = f->refs;
+        A->ext[t] = f->ext;
+        A->mark[t] = f->mark;
+        A->op[t] = f->op;
+        A->flags[t] = f->flags;
+    }
+    /* Every name of a moved node: its position in the tape, its parents'
+     * children (all on the tape), the groups' tables. */
+    remap_all(b->order, P, map);
+    for (uint32_t p = 0; p < P; p++) {
+        uint32_t s = b->order[p];
+        b->pos[s] = p;
+        uint32_t *k = A->arity[s] > 2 ? A->kids_ext[s] : A->kids[s];
+        remap_all(k, A->arity[s], map);
+    }
+    for (uint32_t g = 0; g < b->n_groups; g++) {
+        group_t *grp = &b->groups[g];
+        size_t members = (size_t)grp->J * grp->S;
+        remap_all(grp->out, members, map);
+        if (grp->act)
+            remap_all(grp->act, members, map);
+        remap_all(grp->cells, (size_t)grp->J * (grp->m + 1), map);
+        remap_all(grp->x_cells, (size_t)grp->S * grp->m, map);
+    }
+    A->mutations++;
+done:
+    free(seq);
+    free(slots);
+    free(group_of_unit);
+    free(map);
+    free(moved);
+}
+
 /* --- making the plan -------------------------------------------------------------------- */
 
 static int64_t emit(builder_t *b, const schedule_t *sc, pg_plan *plan)
@@ -1110,7 +1257,7 @@ static void builder_free(builder_t *b)
     free(b->dissolved);
 }
 
-int64_t pg_plan_build(arena_t *A, const uint32_t *order, uint32_t count, const uint32_t *skip,
+int64_t pg_plan_build(arena_t *A, uint32_t *order, uint32_t count, const uint32_t *skip,
                       uint32_t n_skip, pg_plan **out)
 {
     pg_plan *plan = calloc(1, sizeof *plan);
@@ -1136,7 +1283,12 @@ int64_t pg_plan_build(arena_t *A, const uint32_t *order, uint32_t count, const u
     b.dissolved = calloc((size_t)b.n_groups + 1, 1);
     if (!b.dissolved)
         goto fail;
-    if ((rc = schedule(&b, &sc)) < 0 || (rc = emit(&b, &sc, plan)) < 0 ||
+    if ((rc = schedule(&b, &sc)) < 0)
+        goto fail;
+    relocate(&b, &sc);
+    memcpy(plan->order, order, (size_t)count * sizeof *order); /* as relocate() left it */
+    plan->root = order[count - 1];
+    if ((rc = emit(&b, &sc, plan)) < 0 ||
         (rc = assigned_grads(&b, plan, &assigned)) < 0 || (rc = zero_list(&b, assigned, plan)) < 0)
         goto fail;
     plan->no_x_grad = b.no_x; /* kept for a failed replay's second run */
@@ -1268,8 +1420,9 @@ static int64_t backward_in_tape_order(arena_t *A, const pg_plan *plan)
     return PG_OK;
 }
 
-int64_t pg_plan_forward(arena_t *A, const pg_plan *plan)
+int64_t pg_plan_forward(arena_t *A, pg_plan *plan)
 {
+    A->data_writes++;
     for (uint32_t i = 0; i < plan->n_steps; i++) {
         const step_t *step = &plan->steps[i];
         if (step->kind == KIND_GROUP) {
@@ -1279,11 +1432,13 @@ int64_t pg_plan_forward(arena_t *A, const pg_plan *plan)
         if (run_forward(A, step->kind, plan->ops + step->first, step->count) < 0)
             return forward_in_tape_order(A, plan); /* the same error, from the same node */
     }
+    plan->forward_writes = A->data_writes;
     return PG_OK;
 }
 
 int64_t pg_plan_backward(arena_t *A, const pg_plan *plan)
 {
+    const int values_unchanged = plan->forward_writes == A->data_writes;
     double *G = A->grad;
     for (uint32_t i = 0; i < plan->n_zero; i++)
         G[plan->zero[i]] = 0.0;
@@ -1291,7 +1446,7 @@ int64_t pg_plan_backward(arena_t *A, const pg_plan *plan)
     for (uint32_t i = plan->n_steps; i-- > 0;) {
         const step_t *step = &plan->steps[i];
         if (step->kind == KIND_GROUP) {
-            group_backward(A, &plan->groups[step->first]);
+            group_backward(A, &plan->groups[step->first], values_unchanged);
             continue;
         }
         if (run_backward(A, step->kind, plan->ops + step->first, step->count) < 0)

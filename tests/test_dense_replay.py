@@ -298,3 +298,27 @@ def test_any_mlp_and_batch_replays_bit_for_bit(case):
         feeds.append([v for r in X for v in r] + [v for r in T for v in r])
     check_training(model, loss, [xs, ts], feeds, inputs_require_grad=inputs_require_grad,
                    min_groups=0, lr=0.1)
+
+
+def test_walking_a_replayed_graph_sees_every_node_as_the_tape_has_it():
+    """Planning lays the replayed nodes out again in memory; walking the
+    graph through _prev afterwards meets the same nodes, values and grads."""
+    random.seed(10)
+    model = MLP(2, [6, 1])
+    xs, ys = leaves(8, 2), leaves(8, 1)
+    loss = svm_loss(model, xs, [r[0] for r in ys])
+    replay = Replay(loss, inputs=[v for r in xs + ys for v in r])
+    replay.feed([0.1 * i - 0.4 for i in range(24)])
+    replay.forward()
+    replay.backward()
+    assert replay.dense_groups == 2
+    seen, stack = {}, [loss]
+    while stack:
+        v = stack.pop()
+        if id(v) not in seen:
+            seen[id(v)] = v
+            stack.extend(v._prev)
+    walked = sorted((bits(v.data), bits(v.grad)) for v in seen.values())
+    data, grads = node_bits(replay._tape.id)
+    assert walked == sorted(zip(data, grads))
+    replay.close()

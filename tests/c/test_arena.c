@@ -1092,7 +1092,21 @@ static void test_dense_replay(void)
             x[s][i] = pg_leaf(0.5 + 0.3 * s - 0.7 * i);
     int64_t loss = dense_loss(w, b, x);
     int64_t t = pg_tape_record(loss);
+    /* Handles read off the tape before it is planned, without references of
+     * their own: planning may move those nodes; a handle then goes stale
+     * (refused), never names another node. */
+    int64_t n_before = pg_tape_length(t), *before = malloc((size_t)n_before * sizeof *before);
+    for (int64_t i = 0; i < n_before; i++)
+        before[i] = pg_tape_node(t, i);
     CHECK_EQ(pg_tape_groups(t), 1);
+    int moved = 0, wrong = 0;
+    for (int64_t i = 0; i < n_before; i++) {
+        moved += pg_tape_node(t, i) != before[i];
+        wrong += pg_tape_node(t, i) != before[i] && pg_valid(before[i]);
+    }
+    free(before);
+    CHECK(moved > 0);
+    CHECK_EQ(wrong, 0);
     CHECK_EQ(pg_tape_forward(t), PG_OK);
     CHECK_EQ(pg_tape_replay_backward(t), PG_OK);
 
