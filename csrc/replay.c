@@ -144,6 +144,11 @@ typedef struct {
     uint8_t x_grad;     /* the inputs get grads (they are not all skipped leaves) */
     uint8_t x_fresh;    /* the inputs' only parents are the group's DOTs: their
                          * grads start from 0 here, not from the arena */
+    /* Where whole rows lie in order in the arena (after planning laid the
+     * nodes out): out_row[j] is the slot of out[j][0] when out[j][s] is that
+     * slot + s for every s, else NONE; act_row likewise; x_col[i] the slot of
+     * x[0][i] when x[s][i] is that slot + s.  Such rows are copied whole. */
+    uint32_t *out_row, *act_row, *x_col;
     double *W;          /* [J][m] weights */
     double *B;          /* [J] biases */
     double *X;          /* [m][Sp] inputs, feature-major (the forward's) */
@@ -168,6 +173,9 @@ static double *doubles(size_t count) /* zeroed, 64-byte aligned; NULL if out of 
 
 static void group_free(group_t *g)
 {
+    free(g->out_row);
+    free(g->act_row);
+    free(g->x_col);
     free(g->cells);
     free(g->x_cells);
     free(g->out);
@@ -207,24 +215,85 @@ static int64_t group_alloc(group_t *g)
     return PG_OK;
 }
 
-/* Weights, biases and inputs, read from the arena. */
+/* The rows' maps (see group_t), once the nodes are where they stay. */
+static int64_t map_rows(group_t *g)
+{
+    const uint32_t m = g->m, J = g->J, S = g->S;
+    g->out_row = malloc(((size_t)J + 1) * sizeof *g->out_row);
+    g->act_row = malloc(((size_t)J + 1) * sizeof *g->act_row);
+    g->x_col = malloc(((size_t)m + 1) * sizeof *g->x_col);
+    if (!g->out_row || !g->act_row || !g->x_col)
+        return PG_ERR_NOMEM;
+    for (uint32_t j = 0; j < J; j++) {
+        const uint32_t *out = g->out + (size_t)j * S, *act = g->act ? g->act + (size_t)j * S : NULL;
+        g->out_row[j] = out[0];
+        g->act_row[j] = act ? act[0] : NONE;
+        for (uint32_t s = 1; s < S; s++) {
+            if (out[s] != out[0] + s)
+                g->out_row[j] = NONE;
+            if (act && act[s] != act[0] + s)
+                g->act_row[j] = NONE;
+        }
+    }
+    for (uint32_t i = 0; i < m; i++) {
+        g->x_col[i] = g->x_cells[i];
+        for (uint32_t s = 1; s < S; s++)
+            if (g->x_cells[(size_t)s * m + i] != g->x_cells[i] + s)
+                g->x_col[i] = NONE;
+    }
+    return PG_OK;
+}
+
+/* row[0..S) = field[slots of a row]: its slot `base` + s if it lies in
+ * order, else nodes[s] (stride apart in `nodes`). */
+static void read_row(double *row, const double *field, uint32_t base, const uint32_t *nodes,
+                     size_t stride, uint32_t S)
+{
+    if (base != NONE) {
+        memcpy(row, field + base, (size_t)S * sizeof *row);
+        return;
+    }
+    for (uint32_t s = 0; s < S; s++)
+        row[s] = field[nodes[(size_t)s * stride]];
+}
+
+static void write_row(double *field, const double *row, uint32_t base, const uint32_t *nodes,
+                      size_t stride, uint32_t S)
+{
+    if (base != NONE) {
+        memcpy(field + base, row, (size_t)S * sizeof *row);
+        return;
+    }
+    for (uint32_t s = 0; s < S; s++)
+        field[nodes[(size_t)s * stride]] = row[s];
+}
+
+/* Weights, biases and inputs (feature-major), read from the arena. */
 static void gather_operands(const arena_t *A, group_t *g)
 {
     const double *D = A->data;
-    const uint32_t m = g->m, m1p = g->m1p, Sp = g->Sp;
+    const uint32_t m = g->m, Sp = g->Sp;
     for (uint32_t j = 0; j < g->J; j++) {
         const uint32_t *cell = g->cells + (size_t)j * (m + 1);
         g->B[j] = D[cell[0]];
         for (uint32_t i = 0; i < m; i++)
             g->W[(size_t)j * m + i] = D[cell[1 + i]];
     }
-    for (uint32_t s = 0; s < g->S; s++) {
-        const uint32_t *x = g->x_cells + (size_t)s * m;
-        double *xt = g->XT + (size_t)s * m1p;
+    for (uint32_t i = 0; i < m; i++)
+        read_row(g->X + (size_t)i * Sp, D, g->x_col[i], g->x_cells + i, m, g->S);
+}
+
+/* The inputs sample-major (the weights' grads' operand), from X. */
+static void transpose_inputs(group_t *g)
+{
+    const uint32_t m = g->m, m1p = g->m1p, Sp = g->Sp;
+    enum { BLOCK = 16 }; /* blocks of samples: reads of X stay in a few lines */
+    for (uint32_t s0 = 0; s0 < g->S; s0 += BLOCK) {
+        uint32_t s1 = s0 + BLOCK < g->S ? s0 + BLOCK : g->S;
         for (uint32_t i = 0; i < m; i++) {
-            double v = D[x[i]];
-            xt[i] = v;
-            g->X[(size_t)i * Sp + s] = v;
+            const double *x = g->X + (size_t)i * Sp;
+            for (uint32_t s = s0; s < s1; s++)
+                g->XT[(size_t)s * m1p + i] = x[s];
         }
     }
 }
@@ -241,14 +310,9 @@ static void group_forward(arena_t *A, group_t *g)
     accumulate_products(g->OUT, Sp, g->W, g->m, 1, g->X, Sp, J, Sp, g->m);
     for (uint32_t j = 0; j < J; j++) {
         const double *out = g->OUT + (size_t)j * Sp;
-        const uint32_t *node = g->out + (size_t)j * S;
-        for (uint32_t s = 0; s < S; s++)
-            D[node[s]] = out[s];
-    }
-    if (!g->act_op)
-        return;
-    for (uint32_t j = 0; j < J; j++) {
-        const double *out = g->OUT + (size_t)j * Sp;
+        write_row(D, out, g->out_row[j], g->out + (size_t)j * S, 1, S);
+        if (!g->act_op)
+            continue;
         double *act = g->ACT + (size_t)j * Sp;
         switch (g->act_op) {
         case PG_OP_RELU:
@@ -263,37 +327,31 @@ static void group_forward(arena_t *A, group_t *g)
             for (uint32_t s = 0; s < S; s++)
                 act[s] = stable_sigmoid(out[s]);
         }
-        const uint32_t *node = g->act + (size_t)j * S;
-        for (uint32_t s = 0; s < S; s++)
-            D[node[s]] = act[s];
+        write_row(D, act, g->act_row[j], g->act + (size_t)j * S, 1, S);
     }
 }
 
 /* The DOTs' grads: through the activation (whose term is the DOT's only
  * one: 0 + term, as eager's zeroed grad plus it), or as parents left them.
- * The activations' values are the forward's (`act`: ACT, or the arena's
- * when values were written since). */
+ * The activations' values are the forward's (ACT), read again from the arena
+ * if values were written since. */
 static void gather_output_grads(arena_t *A, group_t *g, int values_unchanged)
 {
-    const double *D = A->data;
     double *G = A->grad;
     const uint32_t J = g->J, S = g->S, Sp = g->Sp;
     for (uint32_t j = 0; j < J; j++) {
         double *go = g->GO + (size_t)j * Sp;
-        const uint32_t *node = g->out + (size_t)j * S;
+        const uint32_t *out = g->out + (size_t)j * S;
         if (!g->act_op) {
-            for (uint32_t s = 0; s < S; s++)
-                go[s] = G[node[s]];
+            read_row(go, G, g->out_row[j], out, 1, S);
             continue;
         }
         const uint32_t *act_node = g->act + (size_t)j * S;
         double *act = g->ACT + (size_t)j * Sp;
         if (!values_unchanged)
-            for (uint32_t s = 0; s < S; s++)
-                act[s] = D[act_node[s]];
-        for (uint32_t s = 0; s < S; s++)
-            go[s] = G[act_node[s]]; /* the activations' grads, then through them */
-        switch (g->act_op) {
+            read_row(act, A->data, g->act_row[j], act_node, 1, S);
+        read_row(go, G, g->act_row[j], act_node, 1, S); /* the activations' grads... */
+        switch (g->act_op) {                            /* ...through them */
         case PG_OP_RELU:
             for (uint32_t s = 0; s < S; s++)
                 go[s] = 0.0 + relu_grad(act[s], go[s]);
@@ -306,8 +364,7 @@ static void gather_output_grads(arena_t *A, group_t *g, int values_unchanged)
             for (uint32_t s = 0; s < S; s++)
                 go[s] = 0.0 + sigmoid_grad(act[s], go[s]);
         }
-        for (uint32_t s = 0; s < S; s++)
-            G[node[s]] = go[s];
+        write_row(G, go, g->out_row[j], out, 1, S);
     }
 }
 
@@ -321,18 +378,18 @@ static void group_backward(arena_t *A, group_t *g, int values_unchanged)
         gather_operands(A, g);
     gather_output_grads(A, g, values_unchanged);
     if (g->x_grad) {
-        for (uint32_t s = 0; s < S; s++) {
-            const uint32_t *x = g->x_cells + (size_t)s * m;
-            for (uint32_t i = 0; i < m; i++)
-                g->GX[(size_t)i * Sp + s] = g->x_fresh ? 0.0 : G[x[i]];
+        for (uint32_t i = 0; i < m; i++) {
+            double *gx = g->GX + (size_t)i * Sp;
+            if (g->x_fresh)
+                memset(gx, 0, (size_t)S * sizeof *gx); /* 0.0 bits: eager's zeroed grads */
+            else
+                read_row(gx, G, g->x_col[i], g->x_cells + i, m, S);
         }
         accumulate_products(g->GX, Sp, g->W, 1, m, g->GO, Sp, m, Sp, J);
-        for (uint32_t s = 0; s < S; s++) {
-            const uint32_t *x = g->x_cells + (size_t)s * m;
-            for (uint32_t i = 0; i < m; i++)
-                G[x[i]] = g->GX[(size_t)i * Sp + s];
-        }
+        for (uint32_t i = 0; i < m; i++)
+            write_row(G, g->GX + (size_t)i * Sp, g->x_col[i], g->x_cells + i, m, S);
     }
+    transpose_inputs(g);
     for (uint32_t j = 0; j < J; j++) {
         const uint32_t *cell = g->cells + (size_t)j * (m + 1);
         double *gw = g->GW + (size_t)j * m1p;
@@ -1049,7 +1106,8 @@ static int64_t schedule(builder_t *b, schedule_t *sc)
  * nodes for one sample side by side, the same neuron's for the next sample a
  * graph's width away.  So the plan lays them out again in the order it runs
  * them (a group's DOTs neuron by neuron, sample by sample, then its
- * activations; every other node where its run is): the slots they occupy,
+ * activations; every other node where its run is, after the leaves it
+ * alone has: the numbers an op made Values of): the slots they occupy,
  * sorted, are handed back out in that order.  Only nodes that nothing but
  * this tape can name move: no handle held (ext 0), no Python state, and no
  * parent or tape but this tape's own nodes and this tape.  A slot that gets
@@ -1093,8 +1151,9 @@ static void relocate(builder_t *b, const schedule_t *sc)
     uint32_t *slots = malloc(((size_t)P + 1) * sizeof *slots); /* their slots, sorted */
     uint32_t *group_of_unit = malloc(((size_t)b->n_groups + 1) * sizeof *group_of_unit);
     uint32_t *map = malloc((size_t)A->used * sizeof *map);     /* old slot -> new, or NONE */
+    uint8_t *placed = calloc((size_t)P + 1, 1);                /* leaves placed */
     node_fields_t *moved = NULL;
-    if (!seq || !slots || !group_of_unit || !map)
+    if (!seq || !slots || !group_of_unit || !map || !placed)
         goto done;
     for (uint32_t g = 0, u = 0; g < b->n_groups; g++)
         if (!b->dissolved[g])
@@ -1103,6 +1162,17 @@ static void relocate(builder_t *b, const schedule_t *sc)
     for (uint32_t i = sc->n_units; i-- > 0;) { /* forward order */
         uint32_t u = sc->order[i];
         if (u < sc->n_single) {
+            /* a node's leaves that no other node placed (a number the
+             * graph made a Value of: 1 + x) go just before it */
+            uint32_t s = b->order[sc->single[u]];
+            const uint32_t *k = kids(A, s);
+            for (uint32_t c = 0; c < A->arity[s]; c++) {
+                uint32_t q = b->pos[k[c]];
+                if (!placed[q] && A->op[k[c]] == PG_OP_LEAF && !b->skipped[q] && movable(b, q)) {
+                    placed[q] = 1;
+                    seq[n++] = q;
+                }
+            }
             if (movable(b, sc->single[u]))
                 seq[n++] = sc->single[u];
             continue;
@@ -1171,6 +1241,7 @@ done:
     free(slots);
     free(group_of_unit);
     free(map);
+    free(placed);
     free(moved);
 }
 
@@ -1192,6 +1263,9 @@ static int64_t emit(builder_t *b, const schedule_t *sc, pg_plan *plan)
         else
             plan->groups[plan->n_groups++] = b->groups[g];
     b->n_groups = 0; /* the plan owns them now */
+    for (uint32_t g = 0; g < plan->n_groups; g++)
+        if (map_rows(&plan->groups[g]) < 0)
+            return PG_ERR_NOMEM;
     uint32_t n_ops = 0;
     for (uint32_t i = n; i-- > 0;) { /* forward: the backward order reversed */
         uint32_t u = sc->order[i];

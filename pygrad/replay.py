@@ -35,6 +35,7 @@ Value leaf and list it in ``inputs``.
 """
 import threading
 
+from . import _lifetime
 from ._core import PygradError, check, ffi, lib
 from .engine import _OP_NAMES, Value, _Tape
 
@@ -78,6 +79,7 @@ class Replay:
                                           len(self._input_values)))
         self._thread = threading.get_ident()
         self._check = check
+        self._planned = False
 
     def __len__(self):
         """How many nodes the recorded graph has."""
@@ -88,7 +90,7 @@ class Replay:
         """How many groups of neurons (one neuron's DOT nodes across the
         samples of a batch: a layer over a batch) this replay runs as dense
         batched kernels; the rest of the graph runs node by node."""
-        return _check(lib.pg_tape_groups(self._live_tape().id))
+        return _check(lib.pg_tape_groups(self._planned_tape().id))
 
     def feed(self, values):
         """Set the inputs' data from a flat list or array of floats, in one call."""
@@ -101,14 +103,14 @@ class Replay:
 
     def forward(self):
         """Recompute every node; returns the root's new value."""
-        check(lib.pg_tape_forward(self._live_tape().id))
+        check(lib.pg_tape_forward(self._planned_tape().id))
         if self._check is not None:
             self._compare_with_eager(self._check())
         return self.root.data
 
     def backward(self):
         """Zero every grad in the graph (parameters' included), then backward."""
-        check(lib.pg_tape_replay_backward(self._live_tape().id))
+        check(lib.pg_tape_replay_backward(self._planned_tape().id))
 
     def close(self):
         """Let go of the recorded graph, and of the Values it was given."""
@@ -124,6 +126,17 @@ class Replay:
     def __exit__(self, *exc):
         self.close()
         return False
+
+    def _planned_tape(self):
+        """The tape, planned: the first time, after a sweep has let go of the
+        Values that died since recording (the graph-building temporaries),
+        so that the plan can lay out the nodes only the tape still names."""
+        tape = self._live_tape()
+        if not self._planned:
+            _lifetime.sweep(full=True)
+            check(lib.pg_tape_groups(tape.id))  # plans it
+            self._planned = True
+        return tape
 
     def _live_tape(self):
         if self._tape is None:
