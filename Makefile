@@ -26,8 +26,11 @@ test: test-deps install ctest pytest valgrind valgrind-python asan-python
 install:
 	$(PIP) .
 
-# torch 2.13.0 is the CPU build kept on these machines; tests skip without it.
+# asan-python builds without isolation, so the build's own requirements come first
+# (setuptools>=77 reads pyproject's SPDX license). torch 2.13.0 is the CPU build kept
+# on these machines; tests skip without it.
 test-deps: system-deps
+	$(PIP) "setuptools>=77" wheel cffi
 	$(PIP) pytest hypothesis numpy micrograd==0.1.0 graphviz matplotlib tqdm
 	$(PIP) torch==2.13.0 || echo "torch not installed: its comparisons will be skipped"
 
