@@ -15,13 +15,13 @@ LIBASAN = $(shell $(CC) -print-file-name=libasan.so)
 ASAN_TESTS = test_boundary.py test_engine.py test_replay.py test_optim.py test_nn.py test_thread_stress.py
 
 .PHONY: demo test install test-deps demo-deps system-deps ctest pytest valgrind valgrind-python \
-	asan-python bench clean
+	asan-python sdist-check bench clean
 
 demo: demo-deps install
 	$(PYTHON) examples/moons.py
 	$(PYTHON) bench/bench.py --quick
 
-test: test-deps install ctest pytest valgrind valgrind-python asan-python
+test: test-deps install ctest pytest valgrind valgrind-python asan-python sdist-check
 
 install:
 	$(PIP) .
@@ -77,6 +77,22 @@ asan-python: test-deps
 # From tests/, so that `import pygrad` finds the installed package, not ./pygrad.
 pytest:
 	cd tests && $(PYTHON) -m pytest -q
+
+# The sdist as a user gets it: built by `python -m build --sdist` (its file list held
+# to the source tree's by tests/sdist_contents.py), installed into a new virtual
+# environment without the system's packages (pip compiles the C from the tarball; cffi
+# is all it brings along) and smoke-tested there. A stale pygrad.egg-info would feed
+# its old file list into the sdist, so it goes first.
+SDIST_DIR ?= build/sdist-check
+sdist-check:
+	rm -rf $(SDIST_DIR) pygrad.egg-info && mkdir -p $(SDIST_DIR)
+	$(PIP) build
+	$(PYTHON) -m build --sdist --outdir $(SDIST_DIR) . >$(SDIST_DIR)/build.log 2>&1 || \
+	  (cat $(SDIST_DIR)/build.log; exit 1)
+	$(PYTHON) tests/sdist_contents.py $(SDIST_DIR)/pygrad-*.tar.gz
+	$(PYTHON) -m venv $(SDIST_DIR)/venv
+	$(SDIST_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check $(SDIST_DIR)/pygrad-*.tar.gz
+	cd $(SDIST_DIR) && venv/bin/python -I $(CURDIR)/tests/sdist_smoke.py
 
 bench: install
 	$(PYTHON) bench/bench.py
