@@ -15,7 +15,7 @@ LIBASAN = $(shell $(CC) -print-file-name=libasan.so)
 ASAN_TESTS = test_boundary.py test_engine.py test_replay.py test_optim.py test_nn.py test_thread_stress.py
 
 .PHONY: demo test install test-deps demo-deps system-deps ctest pytest valgrind valgrind-python \
-	asan-python sdist-check bench clean
+	asan-python sdist-check versions bench clean
 
 demo: demo-deps install
 	$(PYTHON) examples/moons.py
@@ -93,6 +93,15 @@ sdist-check:
 	$(PYTHON) -m venv $(SDIST_DIR)/venv
 	$(SDIST_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check $(SDIST_DIR)/pygrad-*.tar.gz
 	cd $(SDIST_DIR) && venv/bin/python -I $(CURDIR)/tests/sdist_smoke.py
+
+# The Python tests on each CPython from 3.9 to 3.13 that is present (pyenv's), each in
+# a new venv with pygrad built by that interpreter; one line per version, logs in
+# VERSIONS_DIR. Optional: PY_VERSIONS="3.9 3.13"; VERSIONS_TESTS, pytest's arguments
+# from tests/ (default: all but the slow files, in tests/python_versions.py).
+VERSIONS_DIR ?= build/versions
+versions: system-deps
+	$(PYTHON) tests/python_versions.py --dir $(VERSIONS_DIR) $(if $(PY_VERSIONS),--versions $(PY_VERSIONS)) \
+	  $(if $(VERSIONS_TESTS),--pytest-args "$(VERSIONS_TESTS)")
 
 bench: install
 	$(PYTHON) bench/bench.py
