@@ -21,7 +21,8 @@ demo: demo-deps install
 	$(PYTHON) examples/moons.py
 	$(PYTHON) bench/bench.py --quick
 
-test: test-deps install ctest pytest valgrind valgrind-python asan-python sdist-check
+# sdist-check comes early: it fails fast, and the run still closes on pytest's summary.
+test: test-deps install sdist-check ctest pytest valgrind valgrind-python asan-python
 
 install:
 	$(PIP) .
