@@ -1,6 +1,9 @@
 # The two commands of the README:
 #   make demo   set everything up, train the demo, show the speed-up
 #   make test   set everything up, run every test (C under sanitizers, then Python)
+# and the one a developer runs after every change:
+#   make check  the fast tier: the C tests under ASan/UBSan, the Python tests not
+#               marked slow (no scale, endurance, stress, fork/signal storms, memcheck)
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 CC ?= gcc
@@ -14,7 +17,7 @@ PYTHON_BIN = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 LIBASAN = $(shell $(CC) -print-file-name=libasan.so)
 ASAN_TESTS = test_boundary.py test_engine.py test_replay.py test_optim.py test_nn.py test_thread_stress.py
 
-.PHONY: demo test install test-deps demo-deps system-deps ctest pytest valgrind valgrind-python \
+.PHONY: demo test check pytest-fast install test-deps demo-deps system-deps ctest pytest valgrind valgrind-python \
 	asan-python sdist-check versions bench clean
 
 demo: demo-deps install
@@ -23,6 +26,8 @@ demo: demo-deps install
 
 # sdist-check comes early: it fails fast, and the run still closes on pytest's summary.
 test: test-deps install sdist-check ctest pytest valgrind valgrind-python asan-python
+
+check: test-deps install ctest pytest-fast
 
 install:
 	$(PIP) .
@@ -79,6 +84,9 @@ asan-python: test-deps
 pytest:
 	cd tests && $(PYTHON) -m pytest -q
 
+pytest-fast:
+	cd tests && $(PYTHON) -m pytest -q -m "not slow"
+
 # The sdist as a user gets it: built by `python -m build --sdist` (its file list held
 # to the source tree's by tests/sdist_contents.py), installed into a new virtual
 # environment without the system's packages (pip compiles the C from the tarball; cffi
@@ -98,7 +106,7 @@ sdist-check:
 # The Python tests on each CPython from 3.9 to 3.13 that is present (pyenv's), each in
 # a new venv with pygrad built by that interpreter; one line per version, logs in
 # VERSIONS_DIR. Optional: PY_VERSIONS="3.9 3.13"; VERSIONS_TESTS, pytest's arguments
-# from tests/ (default: all but the slow files, in tests/python_versions.py).
+# from tests/ (default: the fast tier, -m "not slow").
 VERSIONS_DIR ?= build/versions
 versions: system-deps
 	$(PYTHON) tests/python_versions.py --dir $(VERSIONS_DIR) $(if $(PY_VERSIONS),--versions $(PY_VERSIONS)) \

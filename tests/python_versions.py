@@ -1,7 +1,7 @@
 """Run pygrad's Python tests on every CPython from 3.9 to 3.13 that this machine has.
 
     python tests/python_versions.py [--versions 3.9 3.10 ...] [--dir build/versions]
-                                    [--pytest-args "-q --ignore=test_scale.py ..."]
+                                    [--pytest-args '-q -m "not slow"']
 
 `make versions` runs it. For each version: the newest pyenv install of it (else
 python3.X on PATH), a new virtual environment without the system's packages, the test
@@ -24,8 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 VERSIONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 TEST_DEPS = ["pytest", "hypothesis", "numpy", "micrograd==0.1.0", "graphviz"]
 TORCH = "torch==2.13.0"
-SLOW_FILES = ["test_scale.py", "test_endurance.py", "test_thread_stress.py", "test_memory.py"]
-DEFAULT_PYTEST_ARGS = "-q " + " ".join(f"--ignore={name}" for name in SLOW_FILES)
+DEFAULT_PYTEST_ARGS = '-q -m "not slow"'  # the fast tier, as make check runs it
 PYTEST_TIMEOUT = 45 * 60  # seconds, for one version's run
 
 

@@ -13,6 +13,8 @@ import pygrad
 from pygrad import Value
 from support import settle, rss_bytes
 
+pytestmark = pytest.mark.slow  # minutes: make test, not make check
+
 MV = micrograd.engine.Value
 
 DEPTH = 10_000_000

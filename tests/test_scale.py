@@ -23,6 +23,8 @@ from pygrad._core import lib
 from pygrad.nn import MLP, Neuron
 from support import rss_bytes, settle
 
+pytestmark = pytest.mark.slow  # minutes: make test, not make check
+
 PARENTS = 1_000_000
 BIG_NODES = int(os.environ.get("PYGRAD_SCALE_NODES") or
                 (50_000_000 if os.environ.get("PYGRAD_SCALE") == "1" else 5_000_000))

@@ -46,6 +46,8 @@ from pygrad.nn import MLP
 from pygrad.optim import SGD
 from support import cube, settle
 
+pytestmark = pytest.mark.slow  # minutes: make test, not make check
+
 N_THREADS = 8
 P = 16             # shared parameters
 TERMS = 16         # terms of each thread's shared-parameter loss
