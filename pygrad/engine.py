@@ -283,11 +283,13 @@ def _initialize(value, data, children, op, label):
         _keep(value)
     else:
         _lifetime.keep_unusual(value)
-    if type(value) is not Value or label or op or children or attributes:
+    # Under no_grad a custom op is a leaf: no children, and no state to keep its op
+    custom = bool(children or op) and lib.pg_op(h) == lib.PG_OP_CUSTOM
+    if type(value) is not Value or label or custom or attributes:
         _lifetime.make_stateful(value)
         if label:
             value.__dict__["label"] = label
-        if lib.pg_op(h) == lib.PG_OP_CUSTOM:  # under no_grad a custom op is a leaf
+        if custom:
             if op:
                 value.__dict__["_op"] = op
             _hold_stateful_children(value, children)
