@@ -31,14 +31,6 @@ import pygrad.nn as pg_nn
 MG = mg_engine.Value
 PG = pygrad.Value
 
-ISSUE_FUSED = "issue 10: Layer and MLP run fused kernels past subclasses and overrides"
-ISSUE_ACT = "issue 10: no activation keyword yet (act='tanh' | 'sigmoid' | 'linear')"
-
-
-def fused_issue():
-    return pytest.mark.xfail(strict=True, reason=ISSUE_FUSED)
-
-
 # --- comparing -----------------------------------------------------------------------
 
 def same_value(m, p):
@@ -195,13 +187,12 @@ def test_micrograd_half_neuron_numbers():
     assert [o.data for o in layer(ISSUE_X)] == MICROGRAD_HALF
 
 
-@fused_issue()
 @pytest.mark.parametrize("neuron,kwargs", [("HalfNeuron", {"nonlin": False}),
                                            ("OwnSumHalfNeuron", {})],
                          ids=["HalfNeuron(nonlin=False)", "OwnSumHalfNeuron"])
 def test_issue_example_half_neurons_in_a_layer(neuron, kwargs):
-    """Today pygrad gives [-0.3577..., -0.2191...] (HalfNeuron's halving
-    skipped) and [0.0, 0.0] (OwnSumHalfNeuron: the fused ReLU applied)."""
+    """Before issue 10 pygrad gave [-0.3577..., -0.2191...] (HalfNeuron's
+    halving skipped) and [0.0, 0.0] (OwnSumHalfNeuron: the fused ReLU applied)."""
     random.seed(0)
     layer = issue_layer(pg_nn, CLASSES[pg_nn], neuron, **kwargs)
     assert [o.data for o in layer(ISSUE_X)] == MICROGRAD_HALF
@@ -249,55 +240,52 @@ def _computed_weights(nn, layer):
     return layer
 
 
-# (id, builder(nn, classes) -> module, number of inputs, passes on today's pygrad)
+# (id, builder(nn, classes) -> module, number of inputs)
 CASES = [
     ("Layer of HalfNeurons (replaced list)",
-     lambda nn, C: issue_layer(nn, C, nonlin=False), 2, False),
+     lambda nn, C: issue_layer(nn, C, nonlin=False), 2),
     ("HalfLayer(3, 4): a Layer subclass of Neuron subclasses",
-     lambda nn, C: C.HalfLayer(3, 4, nonlin=False), 3, False),
+     lambda nn, C: C.HalfLayer(3, 4, nonlin=False), 3),
     ("HalfLayer(3, 4) with ReLU",
-     lambda nn, C: C.HalfLayer(3, 4), 3, False),
+     lambda nn, C: C.HalfLayer(3, 4), 3),
     ("DoubleLayer(3, 4): a Layer subclass overriding __call__",
-     lambda nn, C: C.DoubleLayer(3, 4), 3, True),
+     lambda nn, C: C.DoubleLayer(3, 4), 3),
     ("PlainLayer(3, 4): a Layer subclass overriding nothing",
-     lambda nn, C: C.PlainLayer(3, 4), 3, True),
-    ("MLP subclass of DoubleLayers (MLP.__call__ inherited)",  # a plain list of
-     lambda nn, C: C.DoubleLayerMLP(3, [4, 4, 2]), 3, True),  # layers: no fused MLP today
+     lambda nn, C: C.PlainLayer(3, 4), 3),
+    ("MLP subclass of DoubleLayers (MLP.__call__ inherited)",
+     lambda nn, C: C.DoubleLayerMLP(3, [4, 4, 2]), 3),
     ("MLP subclass of HalfLayers",
-     lambda nn, C: C.HalfLayerMLP(3, [4, 2]), 3, False),
+     lambda nn, C: C.HalfLayerMLP(3, [4, 2]), 3),
     ("ScaledMLP: an MLP subclass overriding __call__",
-     lambda nn, C: C.ScaledMLP(3, [4, 4, 2]), 3, True),
+     lambda nn, C: C.ScaledMLP(3, [4, 4, 2]), 3),
     ("PlainMLP: an MLP subclass overriding nothing",
-     lambda nn, C: C.PlainMLP(3, [4, 4, 1]), 3, True),
+     lambda nn, C: C.PlainMLP(3, [4, 4, 1]), 3),
     ("MLP with layers[1] replaced by a DoubleLayer",
-     lambda nn, C: _replace_layer(nn.MLP(3, [4, 4, 2]), 1, lambda: C.DoubleLayer(4, 4)), 3, False),
+     lambda nn, C: _replace_layer(nn.MLP(3, [4, 4, 2]), 1, lambda: C.DoubleLayer(4, 4)), 3),
     ("MLP with one neuron replaced by a HalfNeuron",
-     lambda nn, C: _replace_neuron(nn.MLP(3, [4, 2]), 0, 2, lambda: C.HalfNeuron(3)), 3, False),
+     lambda nn, C: _replace_neuron(nn.MLP(3, [4, 2]), 0, 2, lambda: C.HalfNeuron(3)), 3),
     ("MLP whose layers are a plain list",
-     lambda nn, C: _plain_layer_list(nn.MLP(3, [4, 4, 1])), 3, True),
+     lambda nn, C: _plain_layer_list(nn.MLP(3, [4, 4, 1])), 3),
     ("MLP with a layer's neurons replaced by a plain list, reversed",
-     lambda nn, C: _plain_neurons_reversed(nn.MLP(3, [4, 4, 1])), 3, True),
+     lambda nn, C: _plain_neurons_reversed(nn.MLP(3, [4, 4, 1])), 3),
     ("Layer with neuron.w replaced by new Values",
-     lambda nn, C: _new_weights(nn, nn.Layer(3, 3)), 3, True),
+     lambda nn, C: _new_weights(nn, nn.Layer(3, 3)), 3),
     ("Layer whose neurons share a weight list and a bias",
-     lambda nn, C: _tied_weights(nn.Layer(3, 3)), 3, True),
+     lambda nn, C: _tied_weights(nn.Layer(3, 3)), 3),
     ("Layer with neuron.w made of computed Values",
-     lambda nn, C: _computed_weights(nn, nn.Layer(3, 2, nonlin=False)), 3, True),
+     lambda nn, C: _computed_weights(nn, nn.Layer(3, 2, nonlin=False)), 3),
 ]
 
 
 @pytest.mark.parametrize("seed", [0, 5])
-@pytest.mark.parametrize(
-    "make,nin",
-    [pytest.param(make, nin, id=name, marks=() if ok else fused_issue())
-     for name, make, nin, ok in CASES])
+@pytest.mark.parametrize("make,nin", [(make, nin) for _, make, nin in CASES],
+                         ids=[name for name, _, _ in CASES])
 def test_subclassed_or_replaced_matches_micrograd(make, nin, seed):
     pg, mg = build_both(seed, make)
     assert repr(pg) == repr(mg)
     assert_matches_micrograd(pg, mg, nin, seed)
 
 
-@fused_issue()
 def test_a_plain_number_among_the_weights():
     """micrograd multiplies whatever neuron.w holds: a float there is a frozen
     weight (float * Value).  Its parameters() then holds a float, so only the
@@ -339,7 +327,6 @@ def _models(seed):
         build_both(seed + 1, lambda nn, C: nn.Layer(3, 3))
 
 
-@fused_issue()
 def test_monkeypatched_neuron_call_is_honoured(monkeypatch):
     (pg_mlp, mg_mlp), (pg_layer, mg_layer) = _models(7)
     x = [0.5, -1.0, 1.5]
@@ -354,7 +341,6 @@ def test_monkeypatched_neuron_call_is_honoured(monkeypatch):
     assert len(pg_calls) == len(mg_calls) == 4 * (4 + 4 + 2 + 3)
 
 
-@fused_issue()
 def test_monkeypatched_layer_call_is_honoured(monkeypatch):
     (pg_mlp, mg_mlp), _ = _models(11)
     pg_mlp([0.5, -1.0, 1.5])
@@ -366,7 +352,6 @@ def test_monkeypatched_layer_call_is_honoured(monkeypatch):
     assert_matches_micrograd(pg_mlp, mg_mlp, 3, seed=12)
 
 
-@fused_issue()
 def test_monkeypatched_value_relu_is_honoured(monkeypatch):
     """Value.relu is a method the neuron uses too: a leaky replacement (on both
     libraries' Value) must show in Layer and MLP outputs, as on micrograd."""
@@ -389,11 +374,32 @@ def test_monkeypatched_mlp_call_is_honoured(monkeypatch):
     assert len(pg_calls) == len(mg_calls) == 4
 
 
+def test_value_subclass_inputs_reach_their_own_operators():
+    """An input of a Value subclass that overrides __rmul__: micrograd's
+    `wi * xi` calls it first (Python tries a subclass's reflected method
+    first), so a fused kernel must give way to the Python path."""
+    def half_times(V):
+        class HalfTimes(V):
+            def __rmul__(self, other):
+                return V.__mul__(self, other) * 0.5
+        return HalfTimes
+
+    for make in (lambda nn: nn.Layer(3, 2), lambda nn: nn.MLP(3, [4, 2]),
+                 lambda nn: nn.Neuron(3)):
+        pg, mg = build_both(17, lambda nn, C: make(nn))
+        outs = {}
+        for module, V in ((pg, PG), (mg, MG)):
+            xs = [half_times(V)(v) for v in rows(1, 3, 17)[0]]
+            values = as_list(module(xs))
+            weighted_sum(values).backward()
+            outs[V] = ([o.data for o in values], [x.grad for x in xs],
+                       [p.grad for p in module.parameters()])
+        (p_values, p_x, p_params), (m_values, m_x, m_params) = outs[PG], outs[MG]
+        assert all(same_value(m, p) for m, p in zip(m_values, p_values)), (m_values, p_values)
+        assert all(close(m, p) for m, p in zip(m_x + m_params, p_x + p_params))
+
+
 # --- activations beyond ReLU ------------------------------------------------------------
-
-def act_issue():
-    return pytest.mark.xfail(strict=True, reason=ISSUE_ACT)
-
 
 REPRS = [  # (constructor, as written, and its repr)
     ("Neuron(3, act='tanh')", "TanhNeuron(3)"),
@@ -408,7 +414,6 @@ REPRS = [  # (constructor, as written, and its repr)
 ]
 
 
-@act_issue()
 @pytest.mark.parametrize("constructor,expected", REPRS, ids=[r[0] for r in REPRS])
 def test_activation_reprs(constructor, expected):
     assert repr(eval(constructor, vars(pg_nn))) == expected
@@ -422,7 +427,6 @@ def test_micrograd_signature_keeps_its_meaning():
     assert repr(pg_nn.Layer(2, 1, nonlin=False)) == "Layer of [LinearNeuron(2)]"
 
 
-@act_issue()
 def test_unknown_activation_is_a_value_error():
     with pytest.raises(ValueError, match="gelu"):
         pg_nn.Neuron(3, act="gelu")
@@ -430,7 +434,6 @@ def test_unknown_activation_is_a_value_error():
         pg_nn.MLP(2, [3, 1], act="Tanh ")
 
 
-@act_issue()
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "linear"])
 def test_activation_does_not_change_the_initial_weights(act):
     random.seed(4)
@@ -443,7 +446,6 @@ def test_activation_does_not_change_the_initial_weights(act):
     assert after_pg == after_mg
 
 
-@act_issue()
 def test_explicit_relu_and_linear_are_micrograds():
     relu = {pg_nn: {"act": "relu"}, mg_nn: {}}
     pg, mg = build_both(6, lambda nn, C: nn.MLP(3, [4, 4, 2], **relu[nn]))
@@ -491,7 +493,6 @@ def assert_same_as(module, forward, reference, x_data):
 ACTS = ["relu", "tanh", "sigmoid", "linear"]
 
 
-@act_issue()
 @pytest.mark.parametrize("act", ACTS)
 def test_fused_activation_equals_the_python_path(act):
     random.seed(21)
@@ -520,7 +521,6 @@ def assert_twins_agree(a, b, x_data):
     assert all(close(g, h) for g, h in zip(inputs_a, inputs_b))
 
 
-@act_issue()
 @pytest.mark.parametrize("act", ACTS)
 def test_fused_activation_equals_a_subclass_on_the_python_path(act):
     """A subclass that overrides nothing runs the Python path: the same numbers."""
@@ -542,7 +542,6 @@ def test_fused_activation_equals_a_subclass_on_the_python_path(act):
 TORCH_ACTS = {"tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "linear": None}
 
 
-@act_issue()
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu", "linear"])
 def test_activation_against_torch_float64(act):
     """Values and gradients equal PyTorch float64 (torch.nn.Linear, then
@@ -582,7 +581,6 @@ def test_activation_against_torch_float64(act):
         assert all(close(xv.grad, g) for xv, g in zip(xs, tx.grad.tolist()))
 
 
-@act_issue()
 @pytest.mark.parametrize("act", ["tanh", "sigmoid"])
 def test_to_torch_keeps_the_activation(act):
     torch = pytest.importorskip("torch")
@@ -597,7 +595,6 @@ def test_to_torch_keeps_the_activation(act):
         assert all(close(a, b) for a, b in zip(ours, theirs))
 
 
-@act_issue()
 def test_pickle_and_deepcopy_keep_the_activation():
     random.seed(33)
     model = pg_nn.MLP(3, [4, 2], act="sigmoid")
@@ -606,3 +603,30 @@ def test_pickle_and_deepcopy_keep_the_activation():
     for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
         assert repr(clone) == repr(model)
         assert [o.data for o in clone(x)] == expected
+
+
+def test_activation_edited_after_construction_is_seen():
+    """`act` and `nonlin` are plain attributes, as micrograd's `nonlin` is:
+    changing them after a first (fused, cached) call changes what runs, a
+    layer of mixed activations included."""
+    random.seed(34)
+    model = pg_nn.MLP(3, [4, 4, 2], act="tanh")
+    x = [0.5, -1.0, 2.0]
+    model(x)
+
+    def reference(xs):
+        for layer in model.layers:
+            out = [python_neuron(n, xs, n.act if n.nonlin else "linear") for n in layer.neurons]
+            xs = out
+        return xs
+
+    model.layers[0].neurons[1].act = "sigmoid"  # a mixed layer
+    assert_same_as(model, model, reference, x)
+    for n in model.layers[1].neurons:
+        n.act = "relu"
+    model.layers[2].neurons[0].nonlin = True  # a tanh output
+    assert_same_as(model, model, reference, x)
+    assert repr(model.layers[2]) == "Layer of [TanhNeuron(4), LinearNeuron(4)]"
+    model.layers[0].neurons[0].act = "gelu"
+    with pytest.raises(ValueError, match="gelu"):
+        model(x)

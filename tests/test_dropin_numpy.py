@@ -560,7 +560,12 @@ class Program:
 
 def run_both(seed, m, n, steps, reduction):
     mg, pg = Program(MG, seed), Program(PG, seed)
-    m_out = mg.run(m, n, steps, reduction)
+    try:
+        m_out = mg.run(m, n, steps, reduction)
+    except OverflowError:  # a chain of ** 3: micrograd's float pow overflows, and so does ours
+        with pytest.raises(OverflowError):
+            pg.run(m, n, steps, reduction)
+        return
     p_out = pg.run(m, n, steps, reduction)
     assert len(mg.results) == len(pg.results)
     signed_zero = "relu" not in steps  # micrograd's relu makes int zeros
@@ -582,6 +587,7 @@ def programs(step_names):
 @given(**programs(ARRAY_STEPS))
 @example(seed=1, m=3, n=2, steps=["rmul_floats", "outer_sum_rows", "relu", "div_np_int64"],
          reduction="mean_by_size")
+@example(seed=1, m=1, n=2, steps=["pow3"] * 6, reduction="sum_method")  # overflows
 def test_random_programs_of_object_arrays_match_micrograd(seed, m, n, steps, reduction):
     """Object arrays of Values with numbers and float arrays."""
     run_both(seed, m, n, steps, reduction)
