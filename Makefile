@@ -15,19 +15,23 @@ LIBASAN = $(shell $(CC) -print-file-name=libasan.so)
 ASAN_TESTS = test_boundary.py test_engine.py test_replay.py test_optim.py test_nn.py test_thread_stress.py
 
 .PHONY: demo test install test-deps demo-deps system-deps ctest pytest valgrind valgrind-python \
-	asan-python bench clean
+	asan-python sdist-check versions bench clean
 
 demo: demo-deps install
 	$(PYTHON) examples/moons.py
 	$(PYTHON) bench/bench.py --quick
 
-test: test-deps install ctest pytest valgrind valgrind-python asan-python
+# sdist-check comes early: it fails fast, and the run still closes on pytest's summary.
+test: test-deps install sdist-check ctest pytest valgrind valgrind-python asan-python
 
 install:
 	$(PIP) .
 
-# torch 2.13.0 is the CPU build kept on these machines; tests skip without it.
+# asan-python builds without isolation, so the build's own requirements come first
+# (setuptools>=77 reads pyproject's SPDX license). torch 2.13.0 is the CPU build kept
+# on these machines; tests skip without it.
 test-deps: system-deps
+	$(PIP) "setuptools>=77" wheel cffi
 	$(PIP) pytest hypothesis numpy micrograd==0.1.0 graphviz matplotlib tqdm
 	$(PIP) torch==2.13.0 || echo "torch not installed: its comparisons will be skipped"
 
@@ -74,6 +78,31 @@ asan-python: test-deps
 # From tests/, so that `import pygrad` finds the installed package, not ./pygrad.
 pytest:
 	cd tests && $(PYTHON) -m pytest -q
+
+# The sdist as a user gets it: built by `python -m build --sdist` (its file list held
+# to the source tree's by tests/sdist_contents.py), installed into a new virtual
+# environment without the system's packages (pip compiles the C from the tarball; cffi
+# is all it brings along) and smoke-tested there. A stale pygrad.egg-info would feed
+# its old file list into the sdist, so it goes first.
+SDIST_DIR ?= build/sdist-check
+sdist-check:
+	rm -rf $(SDIST_DIR) pygrad.egg-info && mkdir -p $(SDIST_DIR)
+	$(PIP) build
+	$(PYTHON) -m build --sdist --outdir $(SDIST_DIR) . >$(SDIST_DIR)/build.log 2>&1 || \
+	  (cat $(SDIST_DIR)/build.log; exit 1)
+	$(PYTHON) tests/sdist_contents.py $(SDIST_DIR)/pygrad-*.tar.gz
+	$(PYTHON) -m venv $(SDIST_DIR)/venv
+	$(SDIST_DIR)/venv/bin/python -m pip install --quiet --disable-pip-version-check $(SDIST_DIR)/pygrad-*.tar.gz
+	cd $(SDIST_DIR) && venv/bin/python -I $(CURDIR)/tests/sdist_smoke.py
+
+# The Python tests on each CPython from 3.9 to 3.13 that is present (pyenv's), each in
+# a new venv with pygrad built by that interpreter; one line per version, logs in
+# VERSIONS_DIR. Optional: PY_VERSIONS="3.9 3.13"; VERSIONS_TESTS, pytest's arguments
+# from tests/ (default: all but the slow files, in tests/python_versions.py).
+VERSIONS_DIR ?= build/versions
+versions: system-deps
+	$(PYTHON) tests/python_versions.py --dir $(VERSIONS_DIR) $(if $(PY_VERSIONS),--versions $(PY_VERSIONS)) \
+	  $(if $(VERSIONS_TESTS),--pytest-args "$(VERSIONS_TESTS)")
 
 bench: install
 	$(PYTHON) bench/bench.py

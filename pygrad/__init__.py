@@ -4,6 +4,7 @@
     from pygrad.nn import MLP       # instead of: from micrograd.nn import MLP
 """
 from ._core import NodeLimitError, PygradError, StaleValueError, set_node_limit
+from ._version import __version__
 from . import nn, optim
 from .engine import Value, live_nodes, no_grad
 from .replay import Replay, ReplayMismatchError
@@ -11,4 +12,3 @@ from .viz import draw_dot, to_dot
 
 __all__ = ["Value", "no_grad", "live_nodes", "nn", "optim", "Replay", "ReplayMismatchError",
            "draw_dot", "to_dot", "set_node_limit", "PygradError", "StaleValueError", "NodeLimitError"]
-__version__ = "0.1.0"
