@@ -426,6 +426,11 @@ def test_negative_counts_and_null_pointers_are_refused(sandbox):
     assert lib.pg_adam_step([sb.a], d1, d1, 1, -2**63, 0.1, 0.9, 0.999, 1e-8, 0.0) == ERR_ARG
     for flags in (4, 8, -1, 2**31 - 1, -2**31):
         assert lib.pg_pow_const(sb.a, 2.0, flags) == ERR_ARG
+    for act in (lib.PG_ACT_SIGMOID + 1, -1, 2**31 - 1, -2**31):  # activations C has not
+        assert lib.pg_layer([sb.a], [sb.b], [sb.c], 1, 1, act, out) == ERR_ARG
+        assert lib.pg_mlp([sb.a, sb.b], 2, [1, 1], [act], 1, [sb.c], out) == ERR_ARG
+        assert lib.pg_mlp([sb.a, sb.b, sb.a, sb.b], 4, [1, 1, 1], [0, act], 2, [sb.c],
+                          out) == ERR_ARG
     assert sandbox.snapshot() == before
 
 
@@ -841,8 +846,8 @@ class RawArena(RuleBasedStateMachine):
         h = data.draw(st.sampled_from(pool))
         assert lib.pg_set_stateful(h) == self.parent_refs()[h]
 
-    @rule(data=st.data(), relu=st.integers(-2**31, 2**31 - 1))
-    def layer(self, data, relu):
+    @rule(data=st.data(), act=st.integers(lib.PG_ACT_LINEAR, lib.PG_ACT_SIGMOID))
+    def layer(self, data, act):
         pool = self.known()
         assume(pool)
         nin = data.draw(st.integers(0, 3))
@@ -852,7 +857,7 @@ class RawArena(RuleBasedStateMachine):
         b = [data.draw(pick) for _ in range(nout)]
         x = [data.draw(pick) for _ in range(nin)]
         out = ffi.new("int64_t[]", max(nout, 1))
-        assert lib.pg_layer(w, b, x, nin, nout, relu, out) == lib.PG_OK
+        assert lib.pg_layer(w, b, x, nin, nout, act, out) == lib.PG_OK
         for j in range(nout):
             self.made(out[j])
 
@@ -1877,7 +1882,7 @@ plan = Built(_MLPPlan, (None, {
     "version": Call(operator.getitem, Call(getattr, Call(importlib.import_module, "pygrad.nn"),
                                            "_structure_version"), 0),
     "_values": params, "params": Call(list, Call(map, operator.attrgetter("_h"), params)),
-    "n_params": 2 * OUTPUTS, "sizes": [1, OUTPUTS], "relu": [0], "n_layers": 1,
+    "n_params": 2 * OUTPUTS, "sizes": [1, OUTPUTS], "act": [0], "acts": [0], "n_layers": 1,
     "nin": 1, "nout": 1}))
 forms = {"dict": {"layers": model.layers, "_plan": plan},        # MLP.__dict__ as pickled
          "slots": ({"layers": model.layers}, {"_plan": plan})}  # set by setattr
