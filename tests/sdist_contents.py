@@ -19,7 +19,8 @@ NEEDED = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "
           "csrc/build.py", "pygrad/__init__.py", "pygrad/_version.py"]
 NOT_SHIPPED = (".gitignore", ".ci/")                       # CI's and git's own files
 MADE_BY_SDIST = ("PKG-INFO", "setup.cfg", "pygrad.egg-info/")
-FORBIDDEN_DIRS = {"build", "dist", "out", "__pycache__", ".hypothesis", ".pytest_cache"}
+FORBIDDEN_DIRS = {"build", "dist", "out", "__pycache__", ".hypothesis", ".pytest_cache", ".mypy_cache",
+                  ".ruff_cache"}
 FORBIDDEN_SUFFIXES = (".pyc", ".pyo", ".so", ".o")
 
 

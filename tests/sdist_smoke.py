@@ -26,6 +26,9 @@ def check_installed():
         f"the C core is {extension}, not an extension compiled into {where}"
     assert pygrad.__version__ == importlib.metadata.version("pygrad"), \
         (pygrad.__version__, importlib.metadata.version("pygrad"))
+    typing_files = ["py.typed", "__init__.pyi", "engine.pyi", "nn.pyi"]
+    assert all((where / name).is_file() for name in typing_files), \
+        f"the install lacks its type information: {sorted(p.name for p in where.iterdir())}"
     return where
 
 
