@@ -4,6 +4,7 @@
 # and the one a developer runs after every change:
 #   make check  the fast tier: the C tests under ASan/UBSan, the Python tests not
 #               marked slow (no scale, endurance, stress, fork/signal storms, memcheck)
+# and `make lint` (ruff, mypy, stubtest), which `make test` runs too.
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 CC ?= gcc
@@ -18,14 +19,14 @@ LIBASAN = $(shell $(CC) -print-file-name=libasan.so)
 ASAN_TESTS = test_boundary.py test_engine.py test_replay.py test_optim.py test_nn.py test_thread_stress.py
 
 .PHONY: demo test check pytest-fast install test-deps demo-deps system-deps ctest pytest valgrind valgrind-python \
-	asan-python sdist-check versions bench clean
+	asan-python sdist-check versions bench clean lint lint-deps
 
 demo: demo-deps install
 	$(PYTHON) examples/moons.py
 	$(PYTHON) bench/bench.py --quick
 
-# sdist-check comes early: it fails fast, and the run still closes on pytest's summary.
-test: test-deps install sdist-check ctest pytest valgrind valgrind-python asan-python
+# lint and sdist-check come early: they fail fast, and the run still closes on pytest's summary.
+test: test-deps install lint sdist-check ctest pytest valgrind valgrind-python asan-python
 
 check: test-deps install ctest pytest-fast
 
@@ -35,7 +36,7 @@ install:
 # asan-python builds without isolation, so the build's own requirements come first
 # (setuptools>=77 reads pyproject's SPDX license). torch 2.13.0 is the CPU build kept
 # on these machines; tests skip without it.
-test-deps: system-deps
+test-deps: system-deps lint-deps
 	$(PIP) "setuptools>=77" wheel cffi
 	$(PIP) pytest hypothesis numpy micrograd==0.1.0 graphviz matplotlib tqdm
 	$(PIP) torch==2.13.0 || echo "torch not installed: its comparisons will be skipped"
@@ -79,6 +80,23 @@ asan-python: test-deps
 	  $(PIP) --no-deps --no-build-isolation --target ../site .
 	cd tests && LD_PRELOAD=$(LIBASAN) ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=../build/asan/site \
 	  $(PYTHON) -m pytest -q $(ASAN_TESTS)
+
+# Pinned: a new release of either can add a rule or an error and fail CI on unchanged
+# code. mypy 2.x itself needs Python 3.10 or newer (pygrad needs 3.9).
+LINT_DEPS = mypy==2.4.1 ruff==0.17.6
+lint-deps:
+	$(PIP) $(LINT_DEPS)
+
+# ruff over the tree (its rules: pyproject.toml); the README's examples, typed, under
+# `mypy --strict`; and stubtest: the stubs (pygrad/*.pyi) against the installed
+# runtime, less tests/stubtest_allowlist.txt. mypy and stubtest run from tests/ so that
+# they read the installed package (its py.typed and stubs), not ./pygrad. `ruff format`
+# is not checked: it would rewrite 48 of the 50 Python files and the README's code.
+lint: lint-deps install
+	$(PYTHON) -m ruff check .
+	cd tests && $(PYTHON) -m mypy --strict typing_usage.py
+	cd tests && $(PYTHON) -m mypy.stubtest --mypy-config-file ../pyproject.toml \
+	  --allowlist stubtest_allowlist.txt pygrad
 
 # From tests/, so that `import pygrad` finds the installed package, not ./pygrad.
 pytest:

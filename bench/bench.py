@@ -265,9 +265,10 @@ def run(mode):
                          "time"))
 
     repeats = max(steps, 3)
-    for engine, model, Value in (("micrograd", micrograd_model(MG, sizes), MG),
-                                 ("pygrad.Value under micrograd.nn", micrograd_model(PG, sizes), PG),
-                                 ("pygrad.nn", pygrad_model(sizes), PG)):
+    for engine, model, Value in (
+            ("micrograd", micrograd_model(MG, sizes), MG),
+            ("pygrad.Value under micrograd.nn", micrograd_model(PG, sizes), PG),
+            ("pygrad.nn", pygrad_model(sizes), PG)):
         rows.append(("backward (demo graph)", engine,
                      backward_only(model, Value, X, y, repeats), "time"))
 

@@ -23,7 +23,8 @@ ffibuilder.set_source(
     sources=[f"csrc/{name}" for name in SOURCES],
     depends=["csrc/pygrad.h", "csrc/arena.h"],  # rebuild when a header changes
     include_dirs=["csrc"],
-    extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-Wall", "-Wextra"],
+    extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-Wall",
+                        "-Wextra"],
     libraries=["m", "pthread"],
 )
 

@@ -1,8 +1,9 @@
 import gc
 import pathlib
 
-import pygrad
 import pytest
+
+import pygrad
 
 SOURCE_TREE = pathlib.Path(__file__).resolve().parent.parent / "pygrad"
 

@@ -44,10 +44,12 @@ def find_python(version):
         executable = prefix / "bin" / f"python{version}"
         if patch.isdigit() and executable.exists():
             installs.append((int(patch), str(executable)))
-    candidates = [exe for _, exe in sorted(installs, reverse=True)] + [shutil.which(f"python{version}")]
+    candidates = ([exe for _, exe in sorted(installs, reverse=True)]
+                  + [shutil.which(f"python{version}")])
     for executable in filter(None, candidates):
-        run = subprocess.run([executable, "-c", "import platform; print(platform.python_version())"],
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [executable, "-c", "import platform; print(platform.python_version())"],
+            capture_output=True, text=True)
         if run.returncode == 0 and run.stdout.startswith(version + "."):
             return executable, run.stdout.strip()
     return None, None
@@ -72,8 +74,8 @@ def set_up(python, venv, log):
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
     run_logged(pip + ["install", "--quiet"] + TEST_DEPS, log)
     run_logged(pip + ["install", "--quiet", "."], log)
-    torch_on_disk = run_logged(pip + ["install", "--dry-run", "--quiet", "--no-index", "--no-deps", TORCH],
-                               log, check=False) == 0
+    dry_run = ["install", "--dry-run", "--quiet", "--no-index", "--no-deps", TORCH]
+    torch_on_disk = run_logged(pip + dry_run, log, check=False) == 0
     if torch_on_disk:
         run_logged(pip + ["install", "--quiet", TORCH], log)
     return torch_on_disk
@@ -82,7 +84,8 @@ def set_up(python, venv, log):
 def pytest_summary(log_path):
     """pytest's closing counts and the ids of the tests that failed or errored."""
     text = log_path.read_text(errors="replace")
-    counts = re.findall(r"^=*\s*(\d+ (?:passed|failed|error|errors|skipped|xfailed|xpassed|deselected)"
+    counts = re.findall(r"^=*\s*(\d+ "
+                        r"(?:passed|failed|error|errors|skipped|xfailed|xpassed|deselected)"
                         r"(?:, \d+ \w+)*) in [\d.]+s", text, re.M)
     failing = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, re.M)
     return (counts[-1] if counts else "no pytest summary"), failing
@@ -102,10 +105,12 @@ def run_version(version, directory, pytest_args):
         except (SetupFailed, subprocess.TimeoutExpired) as error:
             return False, f"{full_version}: FAILED to set up ({error}); see {log_path}"
         try:
-            code = run_logged([str(venv / "bin" / "python"), "-m", "pytest", "-rfEs"] + shlex.split(pytest_args),
+            pytest = [str(venv / "bin" / "python"), "-m", "pytest", "-rfEs"]
+            code = run_logged(pytest + shlex.split(pytest_args),
                               log, cwd=ROOT / "tests", timeout=PYTEST_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
-            return False, f"{full_version}: FAILED (pytest ran past {PYTEST_TIMEOUT} s); see {log_path}"
+            return False, (f"{full_version}: FAILED (pytest ran past {PYTEST_TIMEOUT} s); "
+                           f"see {log_path}")
     counts, failing = pytest_summary(log_path)
     torch_note = "with torch" if torch else "without torch"
     if code == 0:

@@ -19,8 +19,8 @@ NEEDED = ["pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "
           "csrc/build.py", "pygrad/__init__.py", "pygrad/_version.py"]
 NOT_SHIPPED = (".gitignore", ".ci/")                       # CI's and git's own files
 MADE_BY_SDIST = ("PKG-INFO", "setup.cfg", "pygrad.egg-info/")
-FORBIDDEN_DIRS = {"build", "dist", "out", "__pycache__", ".hypothesis", ".pytest_cache", ".mypy_cache",
-                  ".ruff_cache"}
+FORBIDDEN_DIRS = {"build", "dist", "out", "__pycache__", ".hypothesis", ".pytest_cache",
+                  ".mypy_cache", ".ruff_cache"}
 FORBIDDEN_SUFFIXES = (".pyc", ".pyo", ".so", ".o")
 
 
@@ -72,7 +72,8 @@ def check(sdist):
         extra = set()
     else:
         missing_needed = needed_files() - expected
-        problems += [f"{name}: needed by the build but not in the source tree" for name in sorted(missing_needed)]
+        problems += [f"{name}: needed by the build but not in the source tree"
+                     for name in sorted(missing_needed)]
         extra = shipped - expected
     problems += [f"{name}: missing from the sdist" for name in sorted(expected - shipped)]
     problems += [f"{name}: in the sdist but not in the source tree" for name in sorted(extra)]

@@ -11,10 +11,12 @@ import pathlib
 import random
 import sys
 
-sys.path.append(str(pathlib.Path(__file__).resolve().parent))  # after site-packages: support.py only
+# after site-packages: support.py only
+sys.path.append(str(pathlib.Path(__file__).resolve().parent))
 
 import pygrad  # noqa: E402
 from pygrad.nn import MLP  # noqa: E402
+
 from support import readme_example  # noqa: E402
 
 
@@ -65,8 +67,9 @@ def main():
     where = check_installed()
     readme = check_readme_expression()
     before, after = check_one_training_step()
-    print(f"sdist_smoke: pygrad {pygrad.__version__} from {where} (Python {sys.version.split()[0]}): "
-          f"README expression {readme}; MLP(2, [4, 1]) loss {before:.4f} -> {after:.4f} in one step")
+    print(f"sdist_smoke: pygrad {pygrad.__version__} from {where} "
+          f"(Python {sys.version.split()[0]}): README expression {readme}; "
+          f"MLP(2, [4, 1]) loss {before:.4f} -> {after:.4f} in one step")
 
 
 if __name__ == "__main__":

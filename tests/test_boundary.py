@@ -30,8 +30,7 @@ import threading
 
 import micrograd.engine
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import pygrad
@@ -40,6 +39,7 @@ from pygrad import Value
 from pygrad._core import PygradError, StaleValueError, ffi, lib
 from pygrad.nn import MLP
 from pygrad.optim import SGD, Adam
+
 from support import cube, readme_example, settle
 
 MV = micrograd.engine.Value
@@ -409,7 +409,8 @@ def test_negative_counts_and_null_pointers_are_refused(sandbox):
     for args in ([NULL, [sb.b], [sb.c], 1, 1, 0, out], [[sb.a], NULL, [sb.c], 1, 1, 0, out],
                  [[sb.a], [sb.b], NULL, 1, 1, 0, out], [[sb.a], [sb.b], [sb.c], 1, 1, 0, NULL]):
         assert lib.pg_layer(*args) == ERR_ARG
-    for args in ([NULL, 2, [1, 1], [0], 1, [sb.c], out], [[sb.a, sb.b], 2, NULL, [0], 1, [sb.c], out],
+    for args in ([NULL, 2, [1, 1], [0], 1, [sb.c], out],
+                 [[sb.a, sb.b], 2, NULL, [0], 1, [sb.c], out],
                  [[sb.a, sb.b], 2, [1, 1], NULL, 1, [sb.c], out],
                  [[sb.a, sb.b], 2, [1, 1], [0], 1, NULL, out],
                  [[sb.a, sb.b], 2, [1, 1], [0], 1, [sb.c], NULL]):
@@ -808,7 +809,9 @@ class RawArena(RuleBasedStateMachine):
 
     @rule(data=st.data(), x=st.floats(allow_nan=False))
     def custom_node(self, data, x):
-        kids = data.draw(st.lists(st.sampled_from(self.known()), max_size=4)) if self.known() else []
+        kids = []
+        if self.known():
+            kids = data.draw(st.lists(st.sampled_from(self.known()), max_size=4))
         self.made(lib.pg_custom_node(x, kids, len(kids)))
 
     @rule(data=st.data())
@@ -1083,11 +1086,13 @@ def operations():
         ("copy", lambda v, g: copy.copy(v)), ("deepcopy", lambda v, g: copy.deepcopy(v)),
         ("iadd", lambda v, g: _iadd(v, g)), ("sum", lambda v, g: sum([g, v, g])),
         ("custom_child", lambda v, g: Value(1.0, (g, v), "f")),
-        ("mlp", lambda v, g: MLP(2, [2, 1])([v, g])), ("layer", lambda v, g: pygrad.nn.Layer(2, 2)([g, v])),
+        ("mlp", lambda v, g: MLP(2, [2, 1])([v, g])),
+        ("layer", lambda v, g: pygrad.nn.Layer(2, 2)([g, v])),
         ("sgd", lambda v, g: _sgd(v, g)), ("adam", lambda v, g: _adam(v, g)),
         ("replay", lambda v, g: pygrad.Replay(v * g, inputs=[v]).close()),
         ("replay_root", lambda v, g: pygrad.Replay(v).close()),
-        ("to_dot", lambda v, g: pygrad.to_dot(v)), ("to_dot_parent", lambda v, g: pygrad.to_dot(v * g)),
+        ("to_dot", lambda v, g: pygrad.to_dot(v)),
+        ("to_dot_parent", lambda v, g: pygrad.to_dot(v * g)),
     ]
     return ops
 

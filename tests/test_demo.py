@@ -46,7 +46,8 @@ def test_bench_smoke_prints_a_ratio_for_every_engine(capsys):
     assert all(value is None or value >= 0 for _, _, value, _ in rows)
     assert all(value > 0 for _, _, value, kind in rows if kind == "time" and value is not None)
     # micrograd's recursive backward fails deep; pygrad's does not
-    deep = [(engine, value) for workload, engine, value, _ in rows if workload.startswith("deep chain, 10,000")]
+    deep = [(engine, value) for workload, engine, value, _ in rows
+            if workload.startswith("deep chain, 10,000")]
     assert deep == [("micrograd", None), ("pygrad.Value", deep[1][1])] and deep[1][1] > 0
     assert output.count("| a * b |") == 2
     assert "pygrad Replay + optim.SGD" in output

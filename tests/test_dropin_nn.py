@@ -300,7 +300,9 @@ def test_a_plain_number_among_the_weights():
     p_values, p_xs = forward_backward(pg, x, PG)
     m_values, m_xs = forward_backward(mg, x, MG)
     assert all(same_value(m, p) for m, p in zip(m_values, p_values))
-    values_only = lambda module: [p for p in module.parameters() if not isinstance(p, float)]
+
+    def values_only(module):
+        return [p for p in module.parameters() if not isinstance(p, float)]
     for m, p in zip(values_only(mg), values_only(pg)):
         assert close(m.grad, p.grad)
     for m, p in zip(m_xs, p_xs):
@@ -410,7 +412,8 @@ REPRS = [  # (constructor, as written, and its repr)
     ("Neuron(3, nonlin=True, act='sigmoid')", "SigmoidNeuron(3)"),
     ("Layer(2, 2, act='sigmoid')", "Layer of [SigmoidNeuron(2), SigmoidNeuron(2)]"),
     ("MLP(2, [3, 1], act='tanh')",
-     "MLP of [Layer of [TanhNeuron(2), TanhNeuron(2), TanhNeuron(2)], Layer of [LinearNeuron(3)]]"),
+     ("MLP of [Layer of [TanhNeuron(2), TanhNeuron(2), TanhNeuron(2)], "
+      "Layer of [LinearNeuron(3)]]")),
 ]
 
 

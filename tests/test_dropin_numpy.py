@@ -34,8 +34,7 @@ import struct
 import micrograd.engine
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import pygrad
 
@@ -107,8 +106,9 @@ def assert_same_grads(m_leaves, p_leaves):
 
 def fixed_leaves(V, seed=10):
     rng = random.Random(seed)
-    draw = lambda *shape: np.array([rng.uniform(-2, 2) for _ in range(int(np.prod(shape)))]
-                                   ).reshape(shape)
+
+    def draw(*shape):
+        return np.array([rng.uniform(-2, 2) for _ in range(int(np.prod(shape)))]).reshape(shape)
     W, x, b, c = draw(3, 4), draw(4), draw(3), draw(3)
     s = rng.uniform(0.5, 2)
     leaves = dict(W=values(V, W), x=values(V, x), b=values(V, b), s=V(s))

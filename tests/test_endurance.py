@@ -24,6 +24,7 @@ from pygrad import Value
 from pygrad.demo import learning_rate, make_moons, micrograd_nn_using, sgd_step, svm_loss
 from pygrad.nn import MLP
 from pygrad.optim import SGD
+
 from support import rss_bytes, settle
 
 pytestmark = pytest.mark.slow  # minutes: make test, not make check

@@ -22,6 +22,7 @@ import pytest
 import pygrad
 import pygrad.engine
 from pygrad import Value
+
 from support import cube, settle
 
 MV = micrograd.engine.Value
@@ -708,7 +709,9 @@ def test_extra_ops_compose_with_micrograd_ops():
     x = Value(0.7)
     y = (x.tanh() * x.exp() + (x * 2).log() - x.sigmoid()) / x
     y.backward()
-    f = lambda t: (math.tanh(t) * math.exp(t) + math.log(2 * t) - 1 / (1 + math.exp(-t))) / t
+
+    def f(t):
+        return (math.tanh(t) * math.exp(t) + math.log(2 * t) - 1 / (1 + math.exp(-t))) / t
     assert close(y.data, f(0.7), rel=1e-14)
     assert close(x.grad, finite_difference(f, 0.7), rel=1e-7)
 
@@ -737,7 +740,8 @@ def test_number_to_the_power_of_a_value(base):
 
 
 def test_value_exponent_chain_matches_finite_difference():
-    f = lambda a, b: (a ** b + 2 ** (a * b)) ** 0.5
+    def f(a, b):
+        return (a ** b + 2 ** (a * b)) ** 0.5
     a, b = Value(1.3), Value(0.8)
     out = f(a, b)
     out.backward()

@@ -21,8 +21,8 @@ import micrograd.engine
 import pytest
 
 import pygrad
-from pygrad import NodeLimitError, Value, no_grad
-from pygrad._core import lib
+from pygrad import NodeLimitError, Value
+
 from support import cube, settle
 
 MV = micrograd.engine.Value
@@ -55,10 +55,13 @@ def lecture_graph(V):
     a = V(2.0, label='a')
     b = V(-3.0, label='b')
     c = V(10.0, label='c')
-    e = a * b; e.label = 'e'
-    d = e + c; d.label = 'd'
+    e = a * b
+    e.label = 'e'
+    d = e + c
+    d.label = 'd'
     f = V(-2.0, label='f')
-    L = d * f; L.label = 'L'
+    L = d * f
+    L.label = 'L'
     return L
 
 

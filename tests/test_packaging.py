@@ -27,13 +27,15 @@ def test_pyproject_reads_the_version_from_pygrad():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in config["project"]
     assert config["project"]["dynamic"] == ["version"]
-    assert config["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "pygrad._version.__version__"}
+    version_from = config["tool"]["setuptools"]["dynamic"]["version"]
+    assert version_from == {"attr": "pygrad._version.__version__"}
 
 
 def test_changelog_has_this_version():
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog
-    assert re.search(rf"^## \[{re.escape(pygrad.__version__)}\] - \d{{4}}-\d\d-\d\d$", changelog, re.M), \
+    heading = rf"^## \[{re.escape(pygrad.__version__)}\] - \d{{4}}-\d\d-\d\d$"
+    assert re.search(heading, changelog, re.M), \
         f"CHANGELOG.md has no section for {pygrad.__version__}"
 
 

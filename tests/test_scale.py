@@ -21,6 +21,7 @@ import pygrad.engine
 from pygrad import NodeLimitError, Value
 from pygrad._core import lib
 from pygrad.nn import MLP, Neuron
+
 from support import rss_bytes, settle
 
 pytestmark = pytest.mark.slow  # minutes: make test, not make check

@@ -6,7 +6,6 @@ result is wrong or any node is left behind.  Run as
     PYTHONMALLOC=malloc valgrind --suppressions=valgrind-python.supp python valgrind_workload.py
 """
 import copy
-import gc
 import math
 import pickle
 import random
@@ -18,6 +17,7 @@ from pygrad._core import PygradError, ffi, lib
 from pygrad.demo import make_moons, sgd_step
 from pygrad.nn import MLP
 from pygrad.optim import SGD, Adam
+
 from support import cube, settle
 
 
@@ -125,7 +125,8 @@ def garbage():
     dead = Value(1.0)
     stale = dead._h
     del dead
-    newer = Value(0.0)  # so that dead's call is no longer this thread's latest, in flight
+    # so that dead's call is no longer this thread's latest, in flight
+    newer = Value(0.0)  # noqa: F841
     pygrad.live_nodes()
     v._h = stale
     expect(StaleValueError, lambda: v.data)
