@@ -2082,6 +2082,23 @@ static void test_tape_ref(void)
 /* pg_set_stateful returns the node's parent and tape references; with the
  * layer on, a call that gives a stateful node a parent or a tape is
  * PG_PENDING-flagged (Python must then hold the node's state). */
+/* A new leaf in the free slot `slot`, made with the Python layer on. A sparse
+ * arena hands out its low slots first (a high one waits at the end of the
+ * free list), so leaves are made until one lands there; a sweep in which
+ * Python keeps nothing then frees the others. */
+static int64_t leaf_in_slot(int64_t slot, double v)
+{
+    int flagged;
+    int64_t h = unflag(pg_leaf(v), &flagged), made = 0;
+    while (h >= 0 && SLOT(h) != slot) {
+        made++;
+        h = unflag(pg_leaf(v), &flagged);
+    }
+    if (made)
+        CHECK_EQ(sweep_nothing(), made); /* all but h, the latest call's */
+    return h;
+}
+
 static void test_stateful(void)
 {
     int64_t live0 = pg_live_nodes();
@@ -2147,7 +2164,7 @@ static void test_stateful(void)
     CHECK_EQ(pg_release(s), PG_OK);
     CHECK_EQ(pg_release(a), PG_OK);
     CHECK_EQ(pg_valid(a), 0);
-    int64_t a2 = pg_leaf(2.0);
+    int64_t a2 = leaf_in_slot(SLOT(a), 2.0);
     CHECK_EQ(SLOT(a2), SLOT(a));
     int64_t m = unflag(pg_mul(a2, b), &flagged);
     CHECK(!flagged);
