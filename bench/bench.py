@@ -33,6 +33,15 @@ process on the same workload, are the result.  Workloads:
                  numbers), Replay (recorded once, fed), torch, numpy, C as above.
   batch 1,000    the same loss and engines (no eager pygrad.nn) on MLP(64, [128,
                  10]), batch 1,000 of random normal inputs and labels.
+  demo step, act='tanh'
+                 the same step with MLP(2, [16, 16, 1], act='tanh') (micrograd
+                 0.1.0 has no tanh, so the baseline is the first row):
+                   pygrad.nn, Neuron subclass   its neurons of a Neuron subclass
+                                            that overrides nothing, so pygrad.nn
+                                            runs micrograd's Python for them (Value
+                                            ops, then Value.tanh): the path a user
+                                            who subclasses Neuron for tanh gets
+                   pygrad.nn, fused             act='tanh' as is: C kernels
   backward       backward() alone on that demo step's graph
   deep chain     x = x * 1.0000001, N deep: build, backward, free (micrograd's
                  recursive backward fails near 1,000 deep)
@@ -115,6 +124,22 @@ def micrograd_model(Value, sizes):
 def pygrad_model(sizes):
     random.seed(SEED)
     return pygrad.nn.MLP(sizes[0], sizes[1:])
+
+
+class PythonPathNeuron(pygrad.nn.Neuron):
+    """Overrides nothing: pygrad.nn runs micrograd's Python for a subclass."""
+
+
+def tanh_model(sizes, python_path=False):
+    """pygrad.nn's MLP with act='tanh' (the same weights either way); with
+    python_path, its neurons are PythonPathNeurons."""
+    random.seed(SEED)
+    model = pygrad.nn.MLP(sizes[0], sizes[1:], act="tanh")
+    if python_path:
+        for layer in model.layers:
+            for neuron in layer.neurons:
+                neuron.__class__ = PythonPathNeuron
+    return model
 
 
 def steady_state(step, warmup, steps, budget=math.inf, at_least=3):
@@ -272,11 +297,12 @@ def c_available():
 
 
 MG, PG = micrograd.engine.Value, pygrad.Value
-SLOW_ENGINES = ("micrograd", "pygrad.Value under micrograd.nn")
 TORCH = "torch float64 batched (1 thread)"
 NUMPY = "numpy float64 batched (1 thread)"
 C_REFERENCE = "hand-written C (bench/dense_step.c)"
 REPLAY = "pygrad Replay + optim.SGD"
+TANH_PYTHON = "pygrad.nn, Neuron subclass (micrograd's Python)"
+SLOW_ENGINES = ("micrograd", "pygrad.Value under micrograd.nn", TANH_PYTHON)
 
 
 def demo_engines():
@@ -362,6 +388,14 @@ def time_workload(workload, engines, warmup, steps, budget):
         rows.append((engine, seconds))
     check_agreement(workload, losses)
     return rows
+
+
+def tanh_engines():
+    """The demo step with act='tanh': micrograd's Python path, then the fused one."""
+    return {
+        TANH_PYTHON: lambda w: eager_step(tanh_model(w.sizes, python_path=True), PG, w),
+        "pygrad.nn, fused": lambda w: eager_step(tanh_model(w.sizes), PG, w),
+    }
 
 
 # --- the other workloads: each returns seconds (None: the engine failed) -------
@@ -455,6 +489,9 @@ def measure(mode, blas_one_thread):
     demo = demo_workload(sizes, n_points)
     step_rows, lines = step_workloads(demo, mode, warmup, steps, blas_one_thread)
     rows += step_rows
+    tanh_demo = demo._replace(title=f"demo step, act='tanh' ({n_points} points, MLP(2, {sizes}))")
+    for engine, seconds in time_workload(tanh_demo, tanh_engines(), warmup, steps, math.inf):
+        rows.append((tanh_demo.title, engine, seconds, "time"))
 
     X, y = demo_data(demo)
     repeats = max(steps, 3)
@@ -570,18 +607,35 @@ def fmt_ratio(base, value, engine, baseline_engine):
     return f"**{ratio:,.1f}x**" if ratio >= 0.1 else f"**{ratio:.2g}x**"
 
 
+def baselines(rows):
+    """workload -> the engine its "vs micrograd" column is compared with:
+    micrograd; where neither micrograd nor torch has a row (act='tanh'), the
+    workload's first row; none where only torch has one (the dense workloads)."""
+    chosen = {workload: engine for workload, engine, _, _ in rows if engine == "micrograd"}
+    with_torch = {workload for workload, engine, _, _ in rows if engine == TORCH}
+    for workload, engine, _, _ in rows:
+        if workload not in with_torch:
+            chosen.setdefault(workload, engine)
+    return chosen
+
+
 def table(rows, command):
     """Markdown: each measurement, and micrograd's (and torch float64's)
     divided by it on the same workload: how many times faster, or smaller."""
-    micrograd_base = {w: v for w, engine, v, _ in rows if engine == "micrograd"}
+    chosen = baselines(rows)
+    base = {w: v for w, engine, v, _ in rows if engine == chosen.get(w)}
     torch_base = {w: v for w, engine, v, _ in rows if engine == TORCH}
     lines = [f"`{command}` on {machine()}", "",
              "| workload | engine | measured | vs micrograd | vs torch float64 |",
              "|---|---|---:|---:|---:|"]
     for workload, engine, value, kind in rows:
         lines.append(f"| {workload} | {engine} | {fmt_value(value, kind)} "
-                     f"| {fmt_ratio(micrograd_base.get(workload), value, engine, 'micrograd')} "
+                     f"| {fmt_ratio(base.get(workload), value, engine, chosen.get(workload))} "
                      f"| {fmt_ratio(torch_base.get(workload), value, engine, TORCH)} |")
+    others = sorted({f"`{w}`: {e}" for w, e in chosen.items() if e != "micrograd"})
+    if others:
+        lines += ["", "Where micrograd has no row, the ratio is against the workload's first: "
+                  + "; ".join(others) + "."]
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@
 
 #include "arena.h"
 
-arena_t pg_the_arena = {.free_head = NO_SLOT};
+arena_t pg_the_arena = {.free_head = NO_SLOT, .free_tail = NO_SLOT};
 static pthread_mutex_t arena_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 /* --- the lock, and fork ------------------------------------------------------
@@ -277,6 +277,15 @@ static void kids_pool_drain(void)
     kids_pool_bytes = 0;
 }
 
+/* Put free slot s at the head of the free list. */
+static void push_free(arena_t *A, uint32_t s)
+{
+    A->link[s] = A->free_head;
+    if (A->free_head == NO_SLOT)
+        A->free_tail = s;
+    A->free_head = s;
+}
+
 /* --- shrinking ----------------------------------------------------------------
  * Slots cannot move (handles name them), so the arena shrinks from the top:
  * when live nodes fall below an eighth of capacity, everything above the
@@ -327,12 +336,10 @@ void pg_arena_maybe_shrink(arena_t *A)
     uint32_t top = A->used;
     while (top > 0 && A->op[top - 1] == PG_OP_FREE)
         top--;
-    A->free_head = NO_SLOT;
+    A->free_head = A->free_tail = NO_SLOT;
     for (uint32_t s = top; s-- > 0;)
-        if (A->op[s] == PG_OP_FREE) {
-            A->link[s] = A->free_head;
-            A->free_head = s;
-        }
+        if (A->op[s] == PG_OP_FREE)
+            push_free(A, s);
     A->used = top;
     if (A->capacity > RELEASE_MIN)
         release_memory(A);
@@ -349,6 +356,8 @@ static int64_t take_slot(arena_t *A, uint32_t *slot)
     if (A->free_head != NO_SLOT) {
         *slot = A->free_head;
         A->free_head = A->link[*slot];
+        if (A->free_head == NO_SLOT)
+            A->free_tail = NO_SLOT;
     } else {
         if (A->used == A->capacity) {
             int64_t rc = grow_slots(A);
@@ -417,8 +426,15 @@ static void free_slot(arena_t *A, uint32_t s)
     A->op[s] = PG_OP_FREE;
     A->flags[s] = 0;
     A->gen[s]++;
-    A->link[s] = A->free_head;
-    A->free_head = s;
+    /* A sparse arena reuses its low slots first, so that nodes made now do
+     * not stand in the way of the next shrink: a high slot waits at the end. */
+    if (A->live < A->capacity / 8 && s >= A->used / 2 && A->free_tail != NO_SLOT) {
+        A->link[s] = NO_SLOT;
+        A->link[A->free_tail] = s;
+        A->free_tail = s;
+    } else {
+        push_free(A, s);
+    }
     A->live--;
     A->frees_since_shrink++;
     A->mutations++;

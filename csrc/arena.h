@@ -44,7 +44,8 @@ typedef struct {
     uint32_t *link;        /* free list / release worklist chain */
     uint8_t *op;           /* enum pg_op */
     uint8_t *flags;        /* PG_FLAG_* and FLAG_* */
-    uint32_t capacity, used, free_head, gen_slots;
+    uint32_t capacity, used, gen_slots;
+    uint32_t free_head, free_tail; /* the free list, through `link` */
     uint64_t live, limit;  /* limit 0 = none */
     uint64_t frees_since_shrink; /* paces pg_arena_maybe_shrink */
     uint32_t epoch;

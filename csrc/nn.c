@@ -1,22 +1,34 @@
 /* Neural-network kernels: micrograd's Neuron, Layer and MLP forward, each one
- * call, as DOT nodes (b + w.x summed in micrograd's order) and RELU nodes. */
+ * call, as DOT nodes (b + w.x summed in micrograd's order) and activation nodes
+ * (RELU, or pygrad's TANH and SIGMOID). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "arena.h"
 
-/* One neuron over kids = (b, w[0..nin), x[0..nin)): DOT, then RELU if asked. */
-static int64_t make_neuron(arena_t *A, const uint32_t *kids, uint32_t nin, int relu,
+/* The op over a neuron's DOT node, by pg_activation (none for PG_ACT_LINEAR). */
+static const uint8_t activation_op[] = {
+    [PG_ACT_LINEAR] = PG_OP_FREE, [PG_ACT_RELU] = PG_OP_RELU,
+    [PG_ACT_TANH] = PG_OP_TANH, [PG_ACT_SIGMOID] = PG_OP_SIGMOID,
+};
+
+static int act_ok(int32_t act)
+{
+    return act >= 0 && act < (int32_t)(sizeof activation_op / sizeof *activation_op);
+}
+
+/* One neuron over kids = (b, w[0..nin), x[0..nin)): DOT, then its activation. */
+static int64_t make_neuron(arena_t *A, const uint32_t *kids, uint32_t nin, int act,
                            uint32_t *slot)
 {
     uint32_t dot;
     int64_t h = pg_make_op(A, PG_OP_DOT, kids, 2 * nin + 1, 0.0, 0, &dot);
-    if (h < 0 || !relu) {
+    if (h < 0 || act == PG_ACT_LINEAR) {
         if (slot)
             *slot = dot;
         return h;
     }
-    return pg_drop_temporary(A, dot, pg_make_op(A, PG_OP_RELU, &dot, 1, 0.0, 0, slot));
+    return pg_drop_temporary(A, dot, pg_make_op(A, activation_op[act], &dot, 1, 0.0, 0, slot));
 }
 
 static void release_slots(arena_t *A, const uint32_t *slots, uint32_t count)
@@ -29,13 +41,13 @@ static void release_slots(arena_t *A, const uint32_t *slots, uint32_t count)
  * external reference.  All or nothing: on error, nothing made survives.
  * `kids` is scratch for 2 * nin + 1 slots. */
 static int64_t build_layer(arena_t *A, const uint32_t *w, const uint32_t *b, const uint32_t *x,
-                           uint32_t nin, uint32_t nout, int relu, uint32_t *kids, uint32_t *out)
+                           uint32_t nin, uint32_t nout, int act, uint32_t *kids, uint32_t *out)
 {
     memcpy(kids + 1 + nin, x, (size_t)nin * sizeof *kids);
     for (uint32_t j = 0; j < nout; j++) {
         kids[0] = b[j];
         memcpy(kids + 1, w + (size_t)j * nin, (size_t)nin * sizeof *kids);
-        int64_t h = make_neuron(A, kids, nin, relu, &out[j]);
+        int64_t h = make_neuron(A, kids, nin, act, &out[j]);
         if (h < 0) {
             release_slots(A, out, j);
             return h;
@@ -47,10 +59,10 @@ static int64_t build_layer(arena_t *A, const uint32_t *w, const uint32_t *b, con
 static int size_ok(int64_t n) { return n >= 0 && 2 * n + 1 <= (int64_t)MAX_SLOTS; }
 
 static int64_t api_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
-                         int64_t nout, int32_t relu, int64_t *out)
+                         int64_t nout, int32_t act, int64_t *out)
 {
     arena_t *A = &pg_the_arena;
-    if (!size_ok(nin) || !size_ok(nout) || !size_ok(nin * nout) ||
+    if (!act_ok(act) || !size_ok(nin) || !size_ok(nout) || !size_ok(nin * nout) ||
         (nout > 0 && (!b || !out)) || (nin > 0 && (!x || (nout > 0 && !w))))
         return PG_ERR_ARG;
     /* Scratch: neuron children, then the slots of x and out. */
@@ -68,7 +80,7 @@ static int64_t api_layer(const int64_t *w, const int64_t *b, const int64_t *x, i
     if (rc == PG_OK)
         rc = pg_nursery_reserve(A, (size_t)nout);
     if (rc == PG_OK)
-        rc = build_layer(A, w_s, b_s, x_s, (uint32_t)nin, (uint32_t)nout, relu, kids, out_s);
+        rc = build_layer(A, w_s, b_s, x_s, (uint32_t)nin, (uint32_t)nout, act, kids, out_s);
     if (rc < 0)
         return rc;
     for (int64_t j = 0; j < nout; j++)
@@ -97,14 +109,17 @@ static int64_t check_mlp_shape(const int64_t *sizes, int64_t n_layers, int64_t n
 }
 
 static int64_t api_mlp(const int64_t *params, int64_t n_params, const int64_t *sizes,
-                       const int32_t *relu, int64_t n_layers, const int64_t *x, int64_t *out)
+                       const int32_t *act, int64_t n_layers, const int64_t *x, int64_t *out)
 {
     arena_t *A = &pg_the_arena;
-    if (n_layers < 1 || !sizes || !relu || !out || (n_params > 0 && !params) || !x)
+    if (n_layers < 1 || !sizes || !act || !out || (n_params > 0 && !params) || !x)
         return PG_ERR_ARG;
     int64_t widest = check_mlp_shape(sizes, n_layers, n_params);
     if (widest < 0)
         return widest;
+    for (int64_t l = 0; l < n_layers; l++)
+        if (!act_ok(act[l]))
+            return PG_ERR_ARG;
     /* Scratch: neuron children, and two layers of activations. */
     uint32_t *kids = pg_scratch(A, (4 * (size_t)widest + 1) * sizeof *kids);
     if (!kids)
@@ -123,7 +138,7 @@ static int64_t api_mlp(const int64_t *params, int64_t n_params, const int64_t *s
     for (int64_t l = 0; rc == PG_OK && l < n_layers; l++) {
         uint32_t nin = (uint32_t)sizes[l], nout = (uint32_t)sizes[l + 1];
         const uint32_t *b = w + (size_t)nin * nout;
-        rc = build_layer(A, w, b, in, nin, nout, relu[l] != 0, kids, next);
+        rc = build_layer(A, w, b, in, nin, nout, act[l], kids, next);
         if (l > 0) /* the inputs were this call's own: now their parents hold them */
             release_slots(A, in, nin);
         w = b + nout;
@@ -137,13 +152,13 @@ static int64_t api_mlp(const int64_t *params, int64_t n_params, const int64_t *s
 }
 
 int64_t pg_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
-                 int64_t nout, int32_t relu, int64_t *out)
+                 int64_t nout, int32_t act, int64_t *out)
 {
-    PG_LOCKED(api_layer(w, b, x, nin, nout, relu, out));
+    PG_LOCKED(api_layer(w, b, x, nin, nout, act, out));
 }
 
 int64_t pg_mlp(const int64_t *params, int64_t n_params, const int64_t *sizes,
-               const int32_t *relu, int64_t n_layers, const int64_t *x, int64_t *out)
+               const int32_t *act, int64_t n_layers, const int64_t *x, int64_t *out)
 {
-    PG_LOCKED(api_mlp(params, n_params, sizes, relu, n_layers, x, out));
+    PG_LOCKED(api_mlp(params, n_params, sizes, act, n_layers, x, out));
 }

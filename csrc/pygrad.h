@@ -53,6 +53,15 @@ enum pg_op {
     PG_OP_DOT = 12      /* b + w[0]*x[0] + ... : a neuron, children (b, w..., x...) */
 };
 
+/* Activations of pg_layer and pg_mlp: the node each neuron's DOT node goes
+ * through, computed as pg_relu, pg_tanh and pg_sigmoid compute it. */
+enum pg_activation {
+    PG_ACT_LINEAR = 0,  /* none: the neuron is its DOT node */
+    PG_ACT_RELU = 1,
+    PG_ACT_TANH = 2,
+    PG_ACT_SIGMOID = 3
+};
+
 /* Node flags (pg_flags). */
 #define PG_FLAG_INT_EXPONENT 1   /* POW exponent was a Python int: '**2', not '**2.0' */
 #define PG_FLAG_BOOL_EXPONENT 2  /* ... a bool: '**True' */
@@ -76,18 +85,18 @@ int64_t pg_exp(int64_t a);
 int64_t pg_log(int64_t a);
 int64_t pg_sigmoid(int64_t a);
 /* A whole layer of micrograd Neurons in one call: for j < nout,
- *   out[j] = relu?(b[j] + w[j*nin + 0]*x[0] + ... + w[j*nin + nin-1]*x[nin-1])
- * as DOT nodes (and RELU nodes over them when relu != 0).  Nothing is made
- * unless every handle is valid. */
+ *   out[j] = act(b[j] + w[j*nin + 0]*x[0] + ... + w[j*nin + nin-1]*x[nin-1])
+ * as DOT nodes (and RELU, TANH or SIGMOID nodes over them, by act, a
+ * pg_activation).  Nothing is made unless every handle and act are valid. */
 int64_t pg_layer(const int64_t *w, const int64_t *b, const int64_t *x, int64_t nin,
-                 int64_t nout, int32_t relu, int64_t *out);
+                 int64_t nout, int32_t act, int64_t *out);
 /* A whole MLP on one input x[0..sizes[0]): layer l maps sizes[l] inputs to
  * sizes[l+1] outputs with parameters laid out layer after layer as its weights
- * (row-major, sizes[l+1] x sizes[l]) then its biases, n_params in all; relu[l]
- * != 0 for a ReLU layer.  out[0..sizes[n_layers]) receives the last layer's
+ * (row-major, sizes[l+1] x sizes[l]) then its biases, n_params in all; act[l]
+ * is layer l's pg_activation.  out[0..sizes[n_layers]) receives the last layer's
  * outputs; inner layers' nodes get no handles (their parents hold them). */
 int64_t pg_mlp(const int64_t *params, int64_t n_params, const int64_t *sizes,
-               const int32_t *relu, int64_t n_layers, const int64_t *x, int64_t *out);
+               const int32_t *act, int64_t n_layers, const int64_t *x, int64_t *out);
 /* A custom op: value `data`, children[0..count), backward run by the caller. */
 int64_t pg_custom_node(double data, const int64_t *children, int64_t count);
 /* Hand an existing node's backward to the caller: backward() stops at it as at

@@ -94,7 +94,8 @@ def main(argv=None):
     X, y = make_moons(100, noise=0.1, seed=args.seed)
     model, history, seconds = train(X, y, args.steps, args.seed)
     loss, accuracy = history[-1]
-    print(f"pygrad: {args.steps} steps in {seconds:.2f} s ({seconds / args.steps * 1e3:.2f} ms/step), "
+    print(f"pygrad: {args.steps} steps in {seconds:.2f} s "
+          f"({seconds / args.steps * 1e3:.2f} ms/step), "
           f"final loss {loss:.4f}, accuracy {accuracy:.0%}")
 
     os.makedirs(args.out, exist_ok=True)

@@ -399,9 +399,11 @@ def make_stateful(value):
         if getattr(value, "_anchor", None) is not None:
             return
         h = value._h
+        refs = lib.pg_set_stateful(h)  # first: a bad handle changes nothing
+        if refs < 0:
+            raise error_for(refs)
         anchor = _Anchor(h)
         object.__setattr__(value, "_anchor", anchor)
-        refs = lib.pg_set_stateful(h)
         if refs > 0:
             _held_states[h] = value.__dict__
         _remember([value])

@@ -35,6 +35,11 @@ class Value:
 
     __slots__ = ("_h", "_anchor", "__dict__", "__weakref__")
     label = ""  # the Zero-to-Hero lecture's; Value(2.0, label='a') or v.label = 'a'
+    # numpy: an array operand runs numpy's object loop, each element through
+    # the operators below (as for micrograd's Values); a numpy scalar, whose
+    # priority is -1e6, defers to our reflected operator, which makes it a
+    # float.  ndarray's priority is 0.0, so arrays never defer to a Value.
+    __array_priority__ = -1.0
 
     def __init__(self, data, _children=(), _op='', label=''):
         _initialize(self, data if type(data) is float else _real(data), _children, _op, label)
@@ -49,7 +54,11 @@ class Value:
             if h < 0:
                 h = settle(h, (self, other), _add, self._h, other._h)
         else:  # micrograd wraps a number in a Value: the C core does, with no Python object
-            k = other if type(other) is float else _real(other)
+            k = other
+            if type(k) is not float:
+                k = _number(k)
+                if k is None:  # an array (numpy's to run: see _number), or no number
+                    return NotImplemented
             h = _add_const(self._h, k)
             if h < 0:
                 h = settle(h, (self,), _add_const, self._h, k)
@@ -64,7 +73,11 @@ class Value:
             if h < 0:
                 h = settle(h, (self, other), _mul, self._h, other._h)
         else:
-            k = other if type(other) is float else _real(other)
+            k = other
+            if type(k) is not float:
+                k = _number(k)
+                if k is None:  # an array (numpy's to run: see _number), or no number
+                    return NotImplemented
             h = _mul_const(self._h, k)
             if h < 0:
                 h = settle(h, (self,), _mul_const, self._h, k)
@@ -119,20 +132,32 @@ class Value:
     def __sub__(self, other):  # self + (-other)
         if isinstance(other, Value):
             return _made((self, other), _sub, self._h, other._h)
-        return _made((self,), _add_const, self._h, _real(-other))
+        k = _number(other)  # a float before it is negated: numpy cannot negate np.bool_
+        if k is None:
+            return NotImplemented
+        return _made((self,), _add_const, self._h, -k if k else _negated_zero(other))
 
     def __rsub__(self, other):  # other + (-self)
-        return _made((self,), _rsub_const, self._h, _real(other))
+        k = _number(other)
+        if k is None:
+            return NotImplemented
+        return _made((self,), _rsub_const, self._h, k)
 
     __rmul__ = __mul__  # other * self == self * other
 
     def __truediv__(self, other):  # self * other**-1
         if isinstance(other, Value):
             return _made((self, other), _div, self._h, other._h)
-        return _made((self,), _mul_const, self._h, _real(other ** -1))
+        k = _number(other)
+        if k is None:
+            return NotImplemented
+        return _made((self,), _mul_const, self._h, _reciprocal(other, k))
 
     def __rtruediv__(self, other):  # other * self**-1
-        return _made((self,), _rdiv_const, self._h, _real(other))
+        k = _number(other)
+        if k is None:
+            return NotImplemented
+        return _made((self,), _rdiv_const, self._h, k)
 
     def __rpow__(self, other):  # other ** self: micrograd has none
         base = _real_operand(other)
@@ -258,11 +283,13 @@ def _initialize(value, data, children, op, label):
         _keep(value)
     else:
         _lifetime.keep_unusual(value)
-    if type(value) is not Value or label or op or children or attributes:
+    # Under no_grad a custom op is a leaf: no children, and no state to keep its op
+    custom = bool(children or op) and lib.pg_op(h) == lib.PG_OP_CUSTOM
+    if type(value) is not Value or label or custom or attributes:
         _lifetime.make_stateful(value)
         if label:
             value.__dict__["label"] = label
-        if lib.pg_op(h) == lib.PG_OP_CUSTOM:  # under no_grad a custom op is a leaf
+        if custom:
             if op:
                 value.__dict__["_op"] = op
             _hold_stateful_children(value, children)
@@ -292,15 +319,55 @@ def _real(x):
                         f"anything with __float__), not {type(x).__name__}") from None
 
 
+def _number(x):
+    """x as a float, for an op with a Value; None for what the op leaves to the
+    other operand by returning NotImplemented: an array, which numpy then runs
+    through its object loop (each element through our operators, as with
+    micrograd's Values), or anything that is not a real number (Python then
+    raises TypeError).  A numpy scalar, or a 0-d array, is a number."""
+    kind = type(x)
+    if kind is int or kind is bool:  # micrograd's demo: 1 + -y * score
+        return float(x)
+    if kind is float:
+        return x
+    if getattr(x, "ndim", 0):
+        return None
+    try:
+        return _real(x)
+    except TypeError:
+        return None
+
+
+def _negated_zero(zero):
+    """micrograd's -zero for v - zero, as a float: an integer zero has no sign
+    (micrograd's -0.0 - 0 is 0.0), a float zero has one (-0.0 - 0.0 is -0.0)."""
+    try:
+        return float(-zero)
+    except TypeError:  # np.bool_(False), which numpy cannot negate: an integer zero
+        return 0.0
+
+
+def _reciprocal(other, k):
+    """micrograd's other ** -1 for v / other, as a float (k is float(other)).
+    In doubles, so a numpy scalar is a float first (README): v / np.int64(3)
+    works and v / np.float32(3) is v * (1/3); for a Python int that is what
+    Python computes anyway.  A fraction's is exact, as micrograd's is."""
+    if isinstance(other, numbers.Rational) and not isinstance(other, numbers.Integral):
+        return _real(other ** -1)
+    return k ** -1
+
+
 def _real_operand(k):
-    """(k as float, flags) for a real-number exponent or base; None otherwise."""
+    """(k as float, flags) for a real-number exponent or base; None otherwise
+    (then ** returns NotImplemented: for an array, numpy's object loop)."""
     if type(k) is bool:
         return float(k), lib.PG_FLAG_INT_EXPONENT | lib.PG_FLAG_BOOL_EXPONENT
     if type(k) is int or isinstance(k, numbers.Integral):
         return float(k), lib.PG_FLAG_INT_EXPONENT
     if isinstance(k, numbers.Real):
         return float(k), 0
-    return None
+    k = _number(k)  # np.bool_, Decimal: real numbers that numbers.Real does not list
+    return None if k is None else (k, 0)
 
 
 def _restore(cls, data, grad):

@@ -37,7 +37,7 @@ import threading
 
 from . import _lifetime
 from ._core import PygradError, check, ffi, lib
-from .engine import _OP_NAMES, Value, _Tape
+from .engine import _OP_NAMES, Value, _real, _Tape
 
 _check = check  # Replay.__init__'s `check` parameter shadows the name
 
@@ -180,13 +180,20 @@ def _describe(tape, position):
 
 
 def _doubles(values):
-    """A double[] for C from a list or tuple of numbers, or any float64-able
-    array (numpy arrays are read in place when already float64 and contiguous)."""
+    """A double[] for C from real numbers: a list or tuple of them, or an array
+    of bools, ints or floats (read in place when already contiguous float64).
+    Anything else is a TypeError, raised before anything is set: a string is
+    not parsed, a complex number does not lose its imaginary part."""
     if isinstance(values, (list, tuple)):
-        return ffi.new("double[]", [float(v) for v in values])
+        return ffi.new("double[]", [v if type(v) is float else _real(v) for v in values])
     try:
         import numpy
     except ImportError:
-        return ffi.new("double[]", [float(v) for v in values])
-    array = numpy.ascontiguousarray(values, dtype=numpy.float64).reshape(-1)
+        return ffi.new("double[]", [_real(v) for v in values])
+    array = numpy.asarray(values)
+    if array.dtype.kind == "O":
+        return ffi.new("double[]", [_real(v) for v in array.reshape(-1)])
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"feed() takes real numbers, not an array of {array.dtype}")
+    array = numpy.ascontiguousarray(array, dtype=numpy.float64).reshape(-1)
     return ffi.from_buffer("double[]", array)

@@ -9,7 +9,7 @@ it, as micrograd draws them.  The graph is read from the C arena in one
 walk, so drawing never builds Python objects per node.  Big graphs are cut to
 the `max_nodes` nearest the root, with a note saying how many were left out.
 """
-from ._core import check, lib
+from ._core import lib
 from ._lifetime import register_young, settle, state_of
 from .engine import Value, _op_of, _Tape
 
@@ -58,9 +58,9 @@ def _statements(root, rankdir, max_nodes):
     has_op = {h: bool(op) for h, _, _, op, _ in nodes}
     items = []
     for h, data, grad, op, label in nodes:
-        record = "{ data %.4f | grad %.4f }" % (data, grad)
+        record = f"{{ data {data:.4f} | grad {grad:.4f} }}"
         if label:
-            record = "{ %s | data %.4f | grad %.4f }" % (_escape_record(label), data, grad)
+            record = f"{{ {_escape_record(label)} | data {data:.4f} | grad {grad:.4f} }}"
         items.append(("node", f"n{h}", {"label": record, "shape": "record"}))
         if op:
             items.append(("node", f"n{h}op", {"label": str(op)}))

@@ -11,8 +11,11 @@ computation still gives micrograd's numbers.
 What the raw C API cannot check, and this file therefore does not feed it: a
 pointer paired with a count larger than the array behind it (C cannot know an
 array's length), and a pg_grad_off * that pg_grad_off_new did not make (C
-dereferences it).  pygrad's own Python code always passes the two together,
-and hands each token straight to a gc object.
+dereferences it), nor a pg_tape_ref * given as a Python list or tuple (cffi
+makes it a temporary array of that many structs, maybe none, to which C reads
+and writes one).  pygrad's own Python code always passes pointers and counts
+together, hands each token straight to a gc object, and makes each
+pg_tape_ref with ffi.new.
 
 The raw C API is called with the Python layer off (the `raw` fixture), as a C
 program would use it: with it on, every handle handed out waits in the
@@ -27,8 +30,7 @@ import threading
 
 import micrograd.engine
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import pygrad
@@ -37,7 +39,8 @@ from pygrad import Value
 from pygrad._core import PygradError, StaleValueError, ffi, lib
 from pygrad.nn import MLP
 from pygrad.optim import SGD, Adam
-from support import readme_example, settle
+
+from support import cube, readme_example, settle
 
 MV = micrograd.engine.Value
 
@@ -162,8 +165,8 @@ NOT_DOUBLES = ["1.0", b"1", None, [], object(), 1j, 2**1100, -(2**1100)]
 #   h node handle   t tape id   d double   n count   i index   f int32 flag
 #   e int64 setting (Python layer, node limit)   hs/ns/ds/fs: arrays of handles,
 #   sizes, doubles, int32s, read by C (hs: also reordered, for pg_sweep_end)
-#   ho/do: arrays C writes (handles, doubles)   po/pr/pg: pointers to the
-#   opaque pg_owned, pg_tape_ref and pg_grad_off
+#   ho/do: arrays C writes (handles, doubles)   pr: a pg_tape_ref (a struct
+#   Python makes with ffi.new)   pg: a pointer to the opaque pg_grad_off
 SIGNATURES = {
     "pg_leaf": "d", "pg_add": "hh", "pg_mul": "hh", "pg_sub": "hh", "pg_div": "hh",
     "pg_pow": "hh", "pg_add_const": "hd", "pg_mul_const": "hd", "pg_rsub_const": "hd",
@@ -178,7 +181,8 @@ SIGNATURES = {
     "pg_exponent": "h", "pg_child_count": "h", "pg_child_retain": "hi",
     "pg_parent_refs": "h", "pg_external_refs": "h",
     "pg_backward": "h", "pg_node_backward": "h",
-    "pg_tape_record": "h", "pg_tape_free": "t", "pg_tape_ref_free": ["pr"],
+    "pg_tape_record": "h", "pg_tape_free": "t",
+    "pg_tape_record_into": ["pr", "h"], "pg_tape_ref_clear": ["pr"],
     "pg_tape_length": "t", "pg_tape_node": "ti",
     "pg_tape_backward": "ti", "pg_tape_custom_ops": "t", "pg_tape_forward": "t",
     "pg_tape_replay_backward": "t", "pg_tape_diff": "tt", "pg_tape_skip_grads": ["t", "hs", "n"],
@@ -188,12 +192,18 @@ SIGNATURES = {
     "pg_grad_off_new": "", "pg_grad_off_start": ["pg"], "pg_grad_off_release": ["pg"],
     "pg_grad_recording": "",
     "pg_python_layer": "e", "pg_sweep_begin": "", "pg_sweep_end": ["hs", "n", "hs", "n"],
-    "pg_set_stateful": "h", "pg_owned_new": "h", "pg_owned_release": ["po"],
+    "pg_set_stateful": "h",
     "pg_live_nodes": "", "pg_slots_in_use": "", "pg_set_node_limit": "e",
 }
 
 # The C type behind each pointer kind; a NULL one is safe to pass to each.
-POINTERS = {"po": "pg_owned *", "pr": "pg_tape_ref *", "pg": "pg_grad_off *"}
+POINTERS = {"pr": "pg_tape_ref *", "pg": "pg_grad_off *"}
+
+
+def new_tape_ref():
+    """An empty pg_tape_ref (ffi.new zeroes it) owned by a gc object, as
+    pygrad makes them: a tape recorded into it is freed when it goes."""
+    return ffi.gc(ffi.new("pg_tape_ref *"), lib.pg_tape_ref_clear)
 
 
 def kinds(name):
@@ -226,6 +236,7 @@ def valid_args(name, sb):
         return table[name]
     simple = {"h": sb.a, "t": sb.tape, "d": 1.0,
               **{kind: ffi.cast(ctype, 0) for kind, ctype in POINTERS.items()}}
+    simple["pr"] = new_tape_ref()  # a real one: C reads and writes the struct
     args = [simple[k] for k in kinds(name)]
     if kinds(name) == ["h", "h"]:
         args[1] = sb.b
@@ -237,8 +248,13 @@ def type_garbage(kind):
         return NOT_INTS
     if kind in POINTERS:  # anything but a pointer of its own type (or void *, which cffi takes)
         others = [ffi.cast(ctype, 0) for k, ctype in POINTERS.items() if k != kind]
-        return NOT_INTS + [0, 1, b"\0" * 8, bytearray(8), [0], ffi.new("int64_t[]", 1),
-                           ffi.new("char[]", 8)] + others
+        garbage = NOT_INTS + [0, 1, b"\0" * 8, bytearray(8), [0], ffi.new("int64_t[]", 1),
+                              ffi.new("char[]", 8)] + others
+        if kind == "pr":  # a list or tuple is an array of structs to cffi (module docstring)
+            garbage = [g for g in garbage if type(g) not in (list, tuple)]
+            garbage += [[0], [1.5], ["x"], [None], ffi.new("int64_t[2]"), ffi.new("double[2]"),
+                        ffi.new("pg_tape_ref **")]
+        return garbage
     if kind == "f":
         return NOT_INT32S
     if kind == "d":
@@ -277,7 +293,7 @@ def test_wrong_python_types_are_refused_by_every_entry_point(name, sandbox):
 
 
 HANDLE_ERROR = {"pg_valid": 0, "pg_data": "nan", "pg_grad": "nan", "pg_exponent": "nan",
-                "pg_release_many": 1, "pg_owned_new": ffi.NULL,
+                "pg_release_many": 1,
                 "pg_sweep_end": 0}  # released nothing
 
 
@@ -395,7 +411,8 @@ def test_negative_counts_and_null_pointers_are_refused(sandbox):
     for args in ([NULL, [sb.b], [sb.c], 1, 1, 0, out], [[sb.a], NULL, [sb.c], 1, 1, 0, out],
                  [[sb.a], [sb.b], NULL, 1, 1, 0, out], [[sb.a], [sb.b], [sb.c], 1, 1, 0, NULL]):
         assert lib.pg_layer(*args) == ERR_ARG
-    for args in ([NULL, 2, [1, 1], [0], 1, [sb.c], out], [[sb.a, sb.b], 2, NULL, [0], 1, [sb.c], out],
+    for args in ([NULL, 2, [1, 1], [0], 1, [sb.c], out],
+                 [[sb.a, sb.b], 2, NULL, [0], 1, [sb.c], out],
                  [[sb.a, sb.b], 2, [1, 1], NULL, 1, [sb.c], out],
                  [[sb.a, sb.b], 2, [1, 1], [0], 1, NULL, out],
                  [[sb.a, sb.b], 2, [1, 1], [0], 1, [sb.c], NULL]):
@@ -412,6 +429,11 @@ def test_negative_counts_and_null_pointers_are_refused(sandbox):
     assert lib.pg_adam_step([sb.a], d1, d1, 1, -2**63, 0.1, 0.9, 0.999, 1e-8, 0.0) == ERR_ARG
     for flags in (4, 8, -1, 2**31 - 1, -2**31):
         assert lib.pg_pow_const(sb.a, 2.0, flags) == ERR_ARG
+    for act in (lib.PG_ACT_SIGMOID + 1, -1, 2**31 - 1, -2**31):  # activations C has not
+        assert lib.pg_layer([sb.a], [sb.b], [sb.c], 1, 1, act, out) == ERR_ARG
+        assert lib.pg_mlp([sb.a, sb.b], 2, [1, 1], [act], 1, [sb.c], out) == ERR_ARG
+        assert lib.pg_mlp([sb.a, sb.b, sb.a, sb.b], 4, [1, 1, 1], [0, act], 2, [sb.c],
+                          out) == ERR_ARG
     assert sandbox.snapshot() == before
 
 
@@ -494,52 +516,102 @@ def test_custom_op_tags_on_raw_nodes_do_not_break_the_engine(sandbox):
     assert lib.pg_valid(sb.a) == 1
 
 
-def test_owned_references_count_as_external_references(sandbox):
-    # pg_owned_new: the reference a stateful Value's gc object holds
+def test_tape_refs_record_once_and_free_their_tape_once(sandbox):
+    # A pg_tape_ref: a struct Python makes empty (ffi.new zeroes it) and hands
+    # to a gc object whose destructor is pg_tape_ref_clear, before recording
+    # into it with pg_tape_record_into.
     sb = sandbox
     before = sandbox.snapshot()
+    ref = ffi.new("pg_tape_ref *")
+    assert (ref.recorded, ref.tape) == (0, 0)
+    lib.pg_tape_ref_clear(ref)  # empty: nothing to free
+    # only `recorded` says a ref holds a tape: an empty one naming the
+    # sandbox's tape frees nothing
+    ref.tape = sb.tape
+    lib.pg_tape_ref_clear(ref)
+    assert lib.pg_tape_length(sb.tape) == 3 and sandbox.snapshot() == before
+    ref.tape = 0
+    # a bad root: pg_tape_record's error, and the ref stays empty
     for bad in invalid_handles(sb):
-        assert lib.pg_owned_new(bad) == ffi.NULL
-    owned = lib.pg_owned_new(sb.a)
-    assert owned != ffi.NULL and lib.pg_external_refs(sb.a) == 2
-    lib.pg_owned_release(owned)
-    assert lib.pg_external_refs(sb.a) == 1
-    # a node held by an owned reference alone lives until its gc object goes
-    h = lib.pg_leaf(4.0)
-    owned = ffi.gc(lib.pg_owned_new(h), lib.pg_owned_release)
-    assert lib.pg_release(h) == lib.PG_OK and lib.pg_valid(h) == 1
+        assert lib.pg_tape_record_into(ref, bad) == ERR_HANDLE
+        assert (ref.recorded, ref.tape) == (0, 0)
+    assert sandbox.snapshot() == before
+    # NULL: refused, and a no-op to clear
+    for null in (ffi.NULL, ffi.cast("pg_tape_ref *", 0)):
+        assert lib.pg_tape_record_into(null, sb.c) == ERR_ARG
+        lib.pg_tape_ref_clear(null)
+    assert sandbox.snapshot() == before
+    # record: the ref holds the tape, which holds the graph
+    t = lib.pg_tape_record_into(ref, sb.c)
+    assert t >= 0 and t != sb.tape and (ref.recorded, ref.tape) == (1, t)
+    assert lib.pg_tape_length(t) == 3 and lib.pg_tape_diff(t, sb.tape) == 3
+    assert [lib.pg_parent_refs(h) for h in (sb.a, sb.b, sb.c)] == [3, 3, 2]
+    # a filled ref takes no second tape, whatever the root: nothing recorded
+    for root in [sb.c, sb.d, sb.a] + invalid_handles(sb):
+        assert lib.pg_tape_record_into(ref, root) == ERR_ARG
+        assert (ref.recorded, ref.tape) == (1, t)
+    assert [lib.pg_parent_refs(h) for h in (sb.a, sb.b, sb.c, sb.d)] == [3, 3, 2, 0]
+    # clear frees it and empties the ref; again, nothing more
+    lib.pg_tape_ref_clear(ref)
+    assert ref.recorded == 0 and lib.pg_tape_length(t) == ERR_TAPE
+    assert sandbox.snapshot() == before
+    lib.pg_tape_ref_clear(ref)
+    assert ref.recorded == 0 and sandbox.snapshot() == before
+    # a cleared ref is empty: it can record again (here d's one-node graph)
+    t2 = lib.pg_tape_record_into(ref, sb.d)
+    assert t2 >= 0 and t2 != t and (ref.recorded, ref.tape) == (1, t2)
+    assert lib.pg_tape_length(t2) == 1 and lib.pg_parent_refs(sb.d) == 1
+    lib.pg_tape_ref_clear(ref)
+    assert lib.pg_tape_length(t2) == ERR_TAPE and sandbox.snapshot() == before
+    # a ref whose tape was freed by its id: clearing it frees nothing else
+    t3 = lib.pg_tape_record_into(ref, sb.c)
+    assert t3 >= 0 and lib.pg_tape_free(t3) == lib.PG_OK
+    lib.pg_tape_ref_clear(ref)
+    assert ref.recorded == 0 and sandbox.snapshot() == before
+    # owned by a gc object, as pygrad's are: its tape goes with it...
+    owned = new_tape_ref()
+    t = lib.pg_tape_record_into(owned, sb.c)
+    assert t >= 0 and owned.recorded == 1 and lib.pg_parent_refs(sb.c) == 2
     del owned
-    assert lib.pg_valid(h) == 0
-    # releases not owed are refused: NULL, handles of no live node (h among
-    # them, now), and a node only its parent holds.  A pg_owned * is the
-    # handle plus one (pygrad.h), so these are what pg_owned_new would give.
-    lib.pg_owned_release(ffi.NULL)
-    for bad in invalid_handles(sb) + [h]:
-        lib.pg_owned_release(ffi.cast("pg_owned *", bad + 1))
-    kid = lib.pg_leaf(5.0)
-    parent = lib.pg_relu(kid)
-    assert lib.pg_release(kid) == lib.PG_OK
-    lib.pg_owned_release(ffi.cast("pg_owned *", kid + 1))
-    assert lib.pg_valid(kid) == 1 and lib.pg_parent_refs(kid) == 1
-    assert lib.pg_release(parent) == lib.PG_OK and lib.pg_valid(kid) == 0
+    assert lib.pg_tape_length(t) == ERR_TAPE and sandbox.snapshot() == before
+    # ...or sooner, with ffi.release (pygrad's _Tape.free), and only once
+    owned = new_tape_ref()
+    t = lib.pg_tape_record_into(owned, sb.c)
+    assert t >= 0
+    ffi.release(owned)
+    assert lib.pg_tape_length(t) == ERR_TAPE and sandbox.snapshot() == before
+    del owned
+    # dropped empty, or after a refused recording: nothing to free
+    owned = new_tape_ref()
+    del owned
+    owned = new_tape_ref()
+    assert lib.pg_tape_record_into(owned, sb.freed) == ERR_HANDLE
+    del owned
     assert sandbox.snapshot() == before
 
 
-def test_tape_refs_free_their_tape_once(sandbox):
-    # pg_tape_ref_free: the destructor of the gc object that owns a tape
-    sb = sandbox
-    before = sandbox.snapshot()
-    lib.pg_tape_ref_free(ffi.NULL)
-    for bad in invalid_tapes(sb):  # a pg_tape_ref * is the tape id plus one (pygrad.h)
-        lib.pg_tape_ref_free(ffi.cast("pg_tape_ref *", bad + 1))
-    assert sandbox.snapshot() == before  # the sandbox's own tape untouched
-    t = lib.pg_tape_record(sb.c)
-    assert lib.pg_parent_refs(sb.c) == 2
-    ref = ffi.gc(ffi.cast("pg_tape_ref *", t + 1), lib.pg_tape_ref_free)
+def test_a_tape_ref_over_a_stateful_root_holds_the_unflagged_id(healthy):
+    # With the Python layer on, a tape given to a stateful root comes back
+    # PG_PENDING-flagged (its state must be held): the ref holds the tape itself.
+    PENDING = pygrad._lifetime.PENDING
+    x = Value(3.0, label="x")
+    pygrad.live_nodes()  # no sweep due: only the stateful root flags the call
+    ref = new_tape_ref()
+    flagged = lib.pg_tape_record_into(ref, x._h)
+    assert flagged < 0 and ref.recorded == 1 and flagged - PENDING == ref.tape
+    t = pygrad._lifetime.settle(flagged, (x,))
+    assert t == ref.tape and lib.pg_tape_length(t) == 1 and lib.pg_parent_refs(x._h) == 1
+    assert lib.pg_tape_record_into(ref, x._h) == ERR_ARG  # filled
     del ref
-    assert lib.pg_tape_length(t) == ERR_TAPE and lib.pg_parent_refs(sb.c) == 1
-    lib.pg_tape_ref_free(ffi.cast("pg_tape_ref *", t + 1))  # again: refused
-    assert sandbox.snapshot() == before
+    assert lib.pg_tape_length(t) == ERR_TAPE and lib.pg_parent_refs(x._h) == 0
+    plain = Value(2.0)
+    pygrad.live_nodes()
+    ref = new_tape_ref()
+    t = lib.pg_tape_record_into(ref, plain._h)
+    assert t >= 0 and (ref.recorded, ref.tape) == (1, t)
+    del ref, x, plain
+    assert lib.pg_tape_length(t) == ERR_TAPE
+    assert settle() == healthy
 
 
 def test_grad_off_tokens_turn_recording_off_in_their_own_thread(sandbox):
@@ -621,16 +693,17 @@ class RawArena(RuleBasedStateMachine):
         super().__init__()
         gc.collect()
         pygrad.live_nodes()
-        gc.disable()  # no Value finalizers may run while we count nodes
+        gc.disable()  # no collection (a subclass's finalizer, a sweep) while we count nodes
         self.layer = lib.pg_python_layer(0)
         self.base = lib.pg_live_nodes()
         self.kids = {}   # handle -> child handles, for every node we know of
-        self.ext = {}    # handle -> external references we own (owned ones among them)
+        self.ext = {}    # handle -> external references we own
         self.tapes = {}  # tape id -> handles it holds
+        self.refs = {}   # tape id -> the pg_tape_ref it was recorded into, if it was
+        self.spent_refs = []  # refs holding no live tape: cleared, or their tape freed by id
         self.dead = []   # handles of nodes that were freed
         self.dead_tapes = []
         self.custom = set()  # nodes whose backward is the caller's (pg_set_custom_backward)
-        self.owned_refs = []  # pg_owned * we made and have not released
 
     # model helpers
     def learn(self, h):
@@ -738,7 +811,9 @@ class RawArena(RuleBasedStateMachine):
 
     @rule(data=st.data(), x=st.floats(allow_nan=False))
     def custom_node(self, data, x):
-        kids = data.draw(st.lists(st.sampled_from(self.known()), max_size=4)) if self.known() else []
+        kids = []
+        if self.known():
+            kids = data.draw(st.lists(st.sampled_from(self.known()), max_size=4))
         self.made(lib.pg_custom_node(x, kids, len(kids)))
 
     @rule(data=st.data())
@@ -770,35 +845,14 @@ class RawArena(RuleBasedStateMachine):
             assert h in (lib.PG_ERR_ZERODIV, lib.PG_ERR_OVERFLOW, lib.PG_ERR_COMPLEX), h
 
     @rule(data=st.data())
-    def own(self, data):
-        pool = self.known()
-        assume(pool)
-        h = data.draw(st.sampled_from(pool))
-        ref = lib.pg_owned_new(h)
-        assert ref != ffi.NULL
-        self.owned_refs.append((ref, h))
-        self.ext[h] = self.ext.get(h, 0) + 1
-
-    @rule(data=st.data())
-    def release_owned(self, data):
-        # external references are interchangeable: the owned one may have been
-        # spent by a pg_release already, and then this one is refused
-        assume(self.owned_refs)
-        ref, h = self.owned_refs.pop(data.draw(st.integers(0, len(self.owned_refs) - 1)))
-        lib.pg_owned_release(ref)
-        if self.ext.get(h, 0) > 0:
-            self.ext[h] -= 1
-            self.forget_unreachable()
-
-    @rule(data=st.data())
     def set_stateful(self, data):
         pool = self.known()
         assume(pool)
         h = data.draw(st.sampled_from(pool))
         assert lib.pg_set_stateful(h) == self.parent_refs()[h]
 
-    @rule(data=st.data(), relu=st.integers(-2**31, 2**31 - 1))
-    def layer(self, data, relu):
+    @rule(data=st.data(), act=st.integers(lib.PG_ACT_LINEAR, lib.PG_ACT_SIGMOID))
+    def layer(self, data, act):
         pool = self.known()
         assume(pool)
         nin = data.draw(st.integers(0, 3))
@@ -808,7 +862,7 @@ class RawArena(RuleBasedStateMachine):
         b = [data.draw(pick) for _ in range(nout)]
         x = [data.draw(pick) for _ in range(nin)]
         out = ffi.new("int64_t[]", max(nout, 1))
-        assert lib.pg_layer(w, b, x, nin, nout, relu, out) == lib.PG_OK
+        assert lib.pg_layer(w, b, x, nin, nout, act, out) == lib.PG_OK
         for j in range(nout):
             self.made(out[j])
 
@@ -858,11 +912,25 @@ class RawArena(RuleBasedStateMachine):
         if rc == lib.PG_OK:
             assert lib.pg_grad(root) == 1.0
 
-    @rule(data=st.data())
-    def record(self, data):
+    @rule(data=st.data(), into_ref=st.booleans())
+    def record(self, data, into_ref):
         pool = self.known()
         assume(pool)
-        t = lib.pg_tape_record(data.draw(st.sampled_from(pool)))
+        root = data.draw(st.sampled_from(pool))
+        if into_ref:  # as pygrad's tapes are: into an empty struct (a new one, or one cleared)
+            empty = [r for r in self.spent_refs if r.recorded == 0]
+            if empty and data.draw(st.booleans()):
+                ref = data.draw(st.sampled_from(empty))
+                self.spent_refs = [r for r in self.spent_refs if r is not ref]
+            else:
+                ref = ffi.new("pg_tape_ref *")
+            t = lib.pg_tape_record_into(ref, root)
+            assert t >= 0 and (ref.recorded, ref.tape) == (1, t)
+            assert lib.pg_tape_record_into(ref, root) == ERR_ARG  # filled: nothing recorded
+            assert (ref.recorded, ref.tape) == (1, t)
+            self.refs[t] = ref
+        else:
+            t = lib.pg_tape_record(root)
         assert t >= 0
         nodes = [lib.pg_tape_node(t, i) for i in range(lib.pg_tape_length(t))]
         assert all(n >= 0 for n in nodes)
@@ -895,11 +963,15 @@ class RawArena(RuleBasedStateMachine):
     def free_tape(self, data, by_ref):
         assume(self.tapes)
         t = data.draw(st.sampled_from(list(self.tapes)))
-        if by_ref:  # as a tape's gc object does
-            lib.pg_tape_ref_free(ffi.cast("pg_tape_ref *", t + 1))
+        ref = self.refs.pop(t, None)
+        if by_ref and ref is not None:  # as a tape's gc object does
+            lib.pg_tape_ref_clear(ref)
+            assert ref.recorded == 0
             assert lib.pg_tape_length(t) == ERR_TAPE
-        else:
+        else:  # by id (a ref holding it then holds a freed tape)
             assert lib.pg_tape_free(t) == lib.PG_OK
+        if ref is not None:
+            self.spent_refs.append(ref)
         del self.tapes[t]
         self.dead_tapes.append(t)
         self.forget_unreachable()
@@ -923,8 +995,11 @@ class RawArena(RuleBasedStateMachine):
         assert lib.pg_set_grad(bad, 1.0) == ERR_HANDLE
         assert lib.pg_child_retain(bad, 0) == ERR_HANDLE
         assert lib.pg_custom_node(0.0, [good, bad], 2) == ERR_HANDLE
-        assert lib.pg_owned_new(bad) == ffi.NULL
-        lib.pg_owned_release(ffi.cast("pg_owned *", bad + 1))  # refused (the invariant checks)
+        empty = ffi.new("pg_tape_ref *")
+        assert lib.pg_tape_record_into(empty, bad) == ERR_HANDLE
+        assert (empty.recorded, empty.tape) == (0, 0)
+        assert lib.pg_tape_record_into(ffi.NULL, good) == ERR_ARG
+        lib.pg_tape_ref_clear(ffi.NULL)
         assert lib.pg_sweep_end([good, bad], 2, [bad], 1) == 0  # good has no nursery entry
         tape = data.draw(st.sampled_from(self.dead_tapes) if self.dead_tapes else graph_garbage())
         for fn in (lib.pg_tape_free, lib.pg_tape_length, lib.pg_tape_forward,
@@ -932,7 +1007,14 @@ class RawArena(RuleBasedStateMachine):
             assert fn(tape) == ERR_TAPE
         assert lib.pg_tape_node(tape, 0) == ERR_TAPE
         assert lib.pg_tape_backward(tape, 0) == ERR_TAPE
-        lib.pg_tape_ref_free(ffi.cast("pg_tape_ref *", tape + 1))  # refused
+        # refs holding a tape no more (the invariant checks that nothing changed)
+        lib.pg_tape_ref_clear(ffi.new("pg_tape_ref *", {"recorded": 1, "tape": tape}))
+        for ref in self.spent_refs:
+            recorded = ref.recorded
+            lib.pg_tape_ref_clear(ref)
+            assert ref.recorded == 0
+            if recorded:  # its tape was freed by id: refused
+                assert lib.pg_tape_length(ref.tape) == ERR_TAPE
 
     @invariant()
     def arena_matches_the_model(self):
@@ -946,11 +1028,18 @@ class RawArena(RuleBasedStateMachine):
             assert lib.pg_parent_refs(n) == parents[n], n
         for n in self.dead[-50:]:
             assert lib.pg_valid(n) == 0
+        for t, ref in self.refs.items():
+            assert (ref.recorded, ref.tape) == (1, t) and t in self.tapes
+            assert lib.pg_tape_length(t) == len(self.tapes[t])
 
     def teardown(self):
         try:
             for t in list(self.tapes):
-                assert lib.pg_tape_free(t) == lib.PG_OK
+                if t in self.refs:
+                    lib.pg_tape_ref_clear(self.refs.pop(t))
+                    assert lib.pg_tape_length(t) == ERR_TAPE
+                else:
+                    assert lib.pg_tape_free(t) == lib.PG_OK
             for h, n in self.ext.items():
                 for _ in range(n):
                     assert lib.pg_release(h) == lib.PG_OK
@@ -999,11 +1088,13 @@ def operations():
         ("copy", lambda v, g: copy.copy(v)), ("deepcopy", lambda v, g: copy.deepcopy(v)),
         ("iadd", lambda v, g: _iadd(v, g)), ("sum", lambda v, g: sum([g, v, g])),
         ("custom_child", lambda v, g: Value(1.0, (g, v), "f")),
-        ("mlp", lambda v, g: MLP(2, [2, 1])([v, g])), ("layer", lambda v, g: pygrad.nn.Layer(2, 2)([g, v])),
+        ("mlp", lambda v, g: MLP(2, [2, 1])([v, g])),
+        ("layer", lambda v, g: pygrad.nn.Layer(2, 2)([g, v])),
         ("sgd", lambda v, g: _sgd(v, g)), ("adam", lambda v, g: _adam(v, g)),
         ("replay", lambda v, g: pygrad.Replay(v * g, inputs=[v]).close()),
         ("replay_root", lambda v, g: pygrad.Replay(v).close()),
-        ("to_dot", lambda v, g: pygrad.to_dot(v)), ("to_dot_parent", lambda v, g: pygrad.to_dot(v * g)),
+        ("to_dot", lambda v, g: pygrad.to_dot(v)),
+        ("to_dot_parent", lambda v, g: pygrad.to_dot(v * g)),
     ]
     return ops
 
@@ -1212,6 +1303,139 @@ def test_a_value_aliasing_another_values_node(healthy):
     with pytest.raises(StaleValueError):
         w.backward()
     del w  # its release is refused quietly
+    assert settle() == healthy
+
+
+# --- stateful Values: an anchor holds the node ------------------------------------------
+
+def in_values(obj):
+    """How many times obj (by identity) stands in pygrad's swept list."""
+    return sum(1 for x in pygrad._lifetime.values if x is obj)
+
+
+def test_a_stateful_value_holds_one_reference_through_its_anchor(healthy):
+    # An attribute makes a Value stateful at the next sweep: an _Anchor takes
+    # its place in _lifetime.values, and its one reference to the node.
+    Anchor = pygrad._lifetime._Anchor
+    v = Value(4.0)
+    plain = Value(5.0)
+    v.label = "x"
+    h = v._h
+    for _ in range(3):  # however many sweeps: one anchor, one reference
+        pygrad.live_nodes()
+        anchor = v._anchor
+        assert type(anchor) is Anchor and anchor._h == h
+        assert lib.pg_external_refs(h) == 1 and lib.pg_parent_refs(h) == 0
+        assert in_values(anchor) == 1 and in_values(v) == 0
+        del anchor
+    assert getattr(plain, "_anchor", None) is None and in_values(plain) == 1
+    assert lib.pg_external_refs(plain._h) == 1
+    # made stateful by its constructor: anchored at once, still one reference
+    u = Value(1.0, label="u")
+    assert type(u._anchor) is Anchor and in_values(u._anchor) == 1 and in_values(u) == 0
+    for _ in range(2):
+        pygrad.live_nodes()
+        assert lib.pg_external_refs(u._h) == 1 and in_values(u._anchor) == 1
+    # a parent adds a parent reference, not an external one
+    y = v * 2.0
+    pygrad.live_nodes()
+    assert (lib.pg_external_refs(h), lib.pg_parent_refs(h)) == (1, 1)
+    # dropping the Value releases nothing at once (nothing runs when a Value
+    # dies); the next sweep finds its anchor unheld and gives the reference back
+    hu = u._h
+    del v, u
+    assert lib.pg_valid(h) == 1 and lib.pg_external_refs(h) == 1
+    assert lib.pg_valid(hu) == 1 and lib.pg_external_refs(hu) == 1
+    pygrad.live_nodes()
+    assert lib.pg_valid(hu) == 0
+    assert (lib.pg_valid(h), lib.pg_external_refs(h), lib.pg_parent_refs(h)) == (1, 0, 1)
+    assert not any(getattr(x, "_h", None) in (h, hu) for x in pygrad._lifetime.values)
+    del y
+    pygrad.live_nodes()
+    assert lib.pg_valid(h) == 0
+    # __init__ again: the old node's reference is given back (a graph keeps
+    # it), the new node has the Value's one reference
+    x = Value(1.0, label="x")
+    y = x * 3.0
+    old = x._h
+    x.__init__(2.0)
+    pygrad.live_nodes()
+    assert (lib.pg_external_refs(old), lib.pg_parent_refs(old)) == (0, 1)
+    assert lib.pg_external_refs(x._h) == 1 and x._anchor._h == x._h
+    assert in_values(x._anchor) == 1 and in_values(x) == 0
+    assert sum(1 for a in pygrad._lifetime.values if getattr(a, "_h", None) == old) == 0
+    del x, y, plain
+    assert settle() == healthy
+
+
+def test_a_stateful_value_in_a_cycle_is_released_after_the_collector_frees_it(healthy):
+    # A custom op's closure refers to `out` (support.cube): a cycle.  Its
+    # anchor dies when the collector frees the Value, and only then is the
+    # node released.
+    x = Value(2.0)
+    enabled = gc.isenabled()
+    gc.disable()  # the collector runs when this test says so
+    try:
+        out = cube(x)
+        h = out._h
+        assert lib.pg_op(h) == lib.PG_OP_CUSTOM and out._anchor._h == h
+        del out
+        for _ in range(2):
+            pygrad.live_nodes()
+            assert lib.pg_valid(h) == 1 and lib.pg_external_refs(h) == 1
+        gc.collect()
+        pygrad.live_nodes()
+        assert lib.pg_valid(h) == 0
+    finally:
+        if enabled:
+            gc.enable()
+    assert lib.pg_parent_refs(x._h) == 0 and lib.pg_external_refs(x._h) == 1
+    del x
+    assert settle() == healthy
+
+
+def test_a_value_resurrected_by_a_finalizer_keeps_its_node(healthy):
+    # The anchor dies only with the Value: a finalizer that brings the Value
+    # back to life (from a plain decref or from the collector) finds its node,
+    # even after sweeps, and so does everything after it.
+    revived, seen = [], []
+
+    class Phoenix(Value):  # a subclass: stateful from the start
+        def __del__(self):
+            pygrad.live_nodes()  # a sweep from the finalizer: the anchor is held
+            seen.append((lib.pg_valid(self._h), lib.pg_external_refs(self._h), self.data))
+            revived.append(self)
+
+    for cyclic in (False, True):
+        p = Phoenix(4.0, label="revive")
+        if cyclic:
+            p.me = p
+        h = p._h
+        anchor_h = p._anchor._h
+        assert anchor_h == h
+        del p
+        if cyclic:
+            gc.collect()
+        assert seen == [(1, 1, 4.0)]
+        (back,) = revived
+        revived.clear()
+        seen.clear()
+        for _ in range(3):
+            pygrad.live_nodes()
+            assert lib.pg_valid(h) == 1 and lib.pg_external_refs(h) == 1
+            assert back._h == h and back._anchor._h == h and in_values(back._anchor) == 1
+        assert back.data == 4.0 and (back * 2.0).data == 8.0 and back.label == "revive"
+        back.backward()
+        assert back.grad == 1.0
+        # gone for good this time (a finalizer runs once): released at the
+        # next sweep.  (back * 2.0 made pygrad hold back's state, which refers
+        # to back when cyclic, until a sweep finds the node without parents.)
+        del back
+        pygrad.live_nodes()
+        gc.collect()
+        assert seen == [] and revived == []
+        pygrad.live_nodes()
+        assert lib.pg_valid(h) == 0
     assert settle() == healthy
 
 
@@ -1665,7 +1889,7 @@ plan = Built(_MLPPlan, (None, {
     "version": Call(operator.getitem, Call(getattr, Call(importlib.import_module, "pygrad.nn"),
                                            "_structure_version"), 0),
     "_values": params, "params": Call(list, Call(map, operator.attrgetter("_h"), params)),
-    "n_params": 2 * OUTPUTS, "sizes": [1, OUTPUTS], "relu": [0], "n_layers": 1,
+    "n_params": 2 * OUTPUTS, "sizes": [1, OUTPUTS], "act": [0], "acts": [0], "n_layers": 1,
     "nin": 1, "nout": 1}))
 forms = {"dict": {"layers": model.layers, "_plan": plan},        # MLP.__dict__ as pickled
          "slots": ({"layers": model.layers}, {"_plan": plan})}  # set by setattr

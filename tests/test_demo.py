@@ -46,7 +46,9 @@ def test_bench_smoke_prints_a_ratio_for_every_engine(capsys):
     # the dense workloads have no micrograd row (too slow there): their ratios are against torch
     dense = [w for w in engines if w.startswith(("digits step", "batch 20 step"))]
     assert len(dense) == (2 if importlib.util.find_spec("sklearn") else 1)
-    assert {w for w, engine, _, _ in rows if engine == "micrograd"} == set(engines) - set(dense)
+    tanh = {w for w in engines if "act='tanh'" in w}  # micrograd 0.1.0 has no tanh
+    assert {w for w, engine, _, _ in rows if engine == "micrograd"} == set(engines) - set(dense) - tanh
+    assert [engine for w, engine, _, _ in rows if w in tanh] == list(bench.tanh_engines())
     references = ["hand-written C (bench/dense_step.c)"]
     if importlib.util.find_spec("threadpoolctl"):
         references.append("numpy float64 batched (1 thread)")
@@ -63,8 +65,10 @@ def test_bench_smoke_prints_a_ratio_for_every_engine(capsys):
     assert all(value is None or value >= 0 for _, _, value, _ in rows)
     assert all(value > 0 for _, _, value, kind in rows if kind == "time" and value is not None)
     # micrograd's recursive backward fails deep; pygrad's does not
-    deep = [(engine, value) for workload, engine, value, _ in rows if workload.startswith("deep chain, 10,000")]
+    deep = [(engine, value) for workload, engine, value, _ in rows
+            if workload.startswith("deep chain, 10,000")]
     assert deep == [("micrograd", None), ("pygrad.Value", deep[1][1])] and deep[1][1] > 0
     assert output.count("| a * b |") == 2
     assert "pygrad Replay + optim.SGD" in output
     assert "`python bench/bench.py --smoke` on" in output
+    assert "ratio is against the workload's first" in output

@@ -35,19 +35,19 @@ below (and only these):
 """
 import math
 import operator
-from fractions import Fraction
 import random
 import struct
 import warnings
+from fractions import Fraction
 
 import micrograd.engine
 import micrograd.nn
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import pygrad
+
 from support import readme_example
 
 MG = micrograd.engine.Value
@@ -650,8 +650,8 @@ def run_differential(leaves, ops, k_second):
             # The same children: pool entries by position, others by count.
             m_index = {id(v): j for j, v in enumerate(mpool)}
             p_index = {v: j for j, v in enumerate(ppool)}
-            m_kids = sorted((m_index.get(id(c), -1) for c in m._prev))
-            p_kids = sorted((p_index.get(c, -1) for c in p._prev))
+            m_kids = sorted(m_index.get(id(c), -1) for c in m._prev)
+            p_kids = sorted(p_index.get(c, -1) for c in p._prev)
             assert m_kids == p_kids, f"{where}: _prev {m_kids} vs {p_kids}"
             mpool.append(m)
             ppool.append(p)
@@ -848,7 +848,7 @@ def train_demo(Value, steps=10, n=30):
         losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
         data_loss = sum(losses) * (1.0 / len(losses))
         alpha = 1e-4
-        reg_loss = alpha * sum((p * p for p in model.parameters()))
+        reg_loss = alpha * sum(p * p for p in model.parameters())
         total_loss = data_loss + reg_loss
         accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
         return total_loss, sum(accuracy) / len(accuracy)

@@ -17,13 +17,17 @@ hundreds of MB.  The bound leaves room for allocator noise only.
 """
 import random
 
+import pytest
 
 import pygrad
 from pygrad import Value
 from pygrad.demo import learning_rate, make_moons, micrograd_nn_using, sgd_step, svm_loss
 from pygrad.nn import MLP
 from pygrad.optim import SGD
+
 from support import rss_bytes, settle
+
+pytestmark = pytest.mark.slow  # minutes: make test, not make check
 
 RSS_BOUND = 4 * 2**20
 STEPS = 2000

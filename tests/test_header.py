@@ -25,6 +25,27 @@ def _typedefs():
                 re.findall(r"\btypedef\s+struct\s+(\w+)\s+(\w+)\s*;", _code()))
 
 
+_STRUCT_DEFINITION = r"\btypedef\s+struct\s+(\w+)\s*\{(.*?)\}\s*(\w+)\s*;"
+
+
+def _structs():
+    """{alias: ("struct tag", [(field type, field name)...])} for every
+    `typedef struct tag { fields } alias;` (the structs Python makes itself,
+    with ffi.new, and C reads and writes)."""
+    found = {}
+    for tag, body, alias in re.findall(_STRUCT_DEFINITION, _code(), flags=re.S):
+        fields = []
+        for member in body.split(";"):
+            member = " ".join(member.split())
+            if not member:
+                continue
+            m = re.fullmatch(r"([\w\s\*]+?)\s*\b(\w+)", member)
+            assert m, f"cannot parse struct {tag}'s member {member!r}"
+            fields.append((" ".join(m.group(1).replace("*", " * ").split()), m.group(2)))
+        found[alias] = (f"struct {tag}", fields)
+    return found
+
+
 def _resolve(ctype, typedefs):
     """A C type (normalized) with the header's struct typedefs spelled out."""
     return " ".join(typedefs.get(word, word) for word in ctype.split())
@@ -33,8 +54,9 @@ def _resolve(ctype, typedefs):
 def _declarations():
     """{name: (return type, [parameter types])} for every pg_ function declared."""
     code = re.sub(r"enum\s+\w*\s*\{.*?\}\s*;", " ", _code(), flags=re.S)
+    code = re.sub(_STRUCT_DEFINITION, " ", code, flags=re.S)  # their fields hold ';'
     code = re.sub(r"#[^\n]*", " ", code)
-    typedefs = _typedefs()
+    typedefs = {**_typedefs(), **{alias: tag for alias, (tag, _) in _structs().items()}}
     found = {}
     for statement in code.split(";"):
         statement = " ".join(statement.split())
@@ -78,6 +100,7 @@ def _defines():
 DECLARED = _declarations()
 ENUMS = _enum_constants()
 TYPEDEFS = _typedefs()
+STRUCTS = _structs()
 
 
 def test_parser_finds_the_api():
@@ -86,8 +109,14 @@ def test_parser_finds_the_api():
     for name in ("pg_leaf", "pg_add", "pg_backward", "pg_release", "pg_live_nodes"):
         assert name in DECLARED
     assert ENUMS["PG_OK"] == 0 and "PG_OP_LEAF" in ENUMS
-    for alias in ("pg_grad_off", "pg_owned", "pg_tape_ref"):
-        assert TYPEDEFS[alias] == f"struct {alias}"
+    assert TYPEDEFS["pg_grad_off"] == "struct pg_grad_off"  # opaque
+    assert STRUCTS["pg_tape_ref"] == ("struct pg_tape_ref",  # defined
+                                      [("int64_t", "recorded"), ("int64_t", "tape")])
+    assert "pg_tape_ref" not in TYPEDEFS and "pg_owned" not in {**TYPEDEFS, **STRUCTS}
+    assert DECLARED["pg_tape_record_into"] == ("int64_t", ["struct pg_tape_ref *", "int64_t"])
+    assert DECLARED["pg_tape_ref_clear"] == ("void", ["struct pg_tape_ref *"])
+    for gone in ("pg_owned_new", "pg_owned_release", "pg_tape_ref_free"):
+        assert gone not in DECLARED
 
 
 @pytest.mark.parametrize("alias", sorted(TYPEDEFS))
@@ -102,11 +131,43 @@ def test_typedef_struct_is_opaque_on_lib(alias):
         ffi.new(f"{alias} *")
 
 
-@pytest.mark.parametrize("alias", sorted(TYPEDEFS))
+@pytest.mark.parametrize("alias", sorted(STRUCTS))
+def test_defined_struct_has_the_header_fields_on_lib(alias):
+    # Python makes these (ffi.new zeroes them) and C reads and writes them:
+    # cffi's layout must be the header's, field for field, with nothing more
+    tag, fields = STRUCTS[alias]
+    ctype = ffi.typeof(alias)
+    assert ctype.kind == "struct" and ctype.cname == tag
+    assert [name for name, _ in ctype.fields] == [name for _, name in fields]
+    assert [_norm(f.type.cname) for _, f in ctype.fields] == [t for t, _ in fields]
+    end = 0
+    for _, field in ctype.fields:
+        assert field.offset >= end and field.bitsize == -1
+        end = field.offset + ffi.sizeof(field.type)
+    assert ffi.sizeof(alias) >= end and ffi.sizeof(alias) == ffi.sizeof(tag)
+    made = ffi.new(f"{alias} *")
+    assert all(getattr(made, name) == 0 for _, name in fields)
+
+
+@pytest.mark.parametrize("alias", sorted(TYPEDEFS) + sorted(STRUCTS))
 def test_typedef_struct_is_used_by_the_api(alias):
+    tag = TYPEDEFS[alias] if alias in TYPEDEFS else STRUCTS[alias][0]
     uses = [name for name, (result, params) in DECLARED.items()
-            if f"{TYPEDEFS[alias]} *" in [result] + params]
+            if f"{tag} *" in [result] + params]
     assert uses, f"{alias} is declared in {HEADER.name} but no function takes or returns one"
+
+
+def test_ffi_has_exactly_the_header_types():
+    # no typedef or struct typed into a cdef by hand, nor one left behind
+    # (pg_owned is gone)
+    typedefs, structs, unions = ffi.list_types()
+    assert sorted(typedefs) == sorted(set(TYPEDEFS) | set(STRUCTS))
+    assert sorted(structs) == sorted(tag.split()[1] for tag in
+                                     list(TYPEDEFS.values()) + [t for t, _ in STRUCTS.values()])
+    assert unions == []
+    for gone in ("pg_owned", "struct pg_owned"):
+        with pytest.raises(ffi.error):
+            ffi.typeof(gone)
 
 
 @pytest.mark.parametrize("name", sorted(DECLARED))

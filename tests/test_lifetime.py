@@ -21,8 +21,8 @@ import micrograd.engine
 import pytest
 
 import pygrad
-from pygrad import NodeLimitError, Value, no_grad
-from pygrad._core import lib
+from pygrad import NodeLimitError, Value
+
 from support import cube, settle
 
 MV = micrograd.engine.Value
@@ -55,10 +55,13 @@ def lecture_graph(V):
     a = V(2.0, label='a')
     b = V(-3.0, label='b')
     c = V(10.0, label='c')
-    e = a * b; e.label = 'e'
-    d = e + c; d.label = 'd'
+    e = a * b
+    e.label = 'e'
+    d = e + c
+    d.label = 'd'
     f = V(-2.0, label='f')
-    L = d * f; L.label = 'L'
+    L = d * f
+    L.label = 'L'
     return L
 
 
@@ -179,6 +182,10 @@ def test_builtin_backward_returns_none_and_can_be_wrapped():
 # --- 4. signals -------------------------------------------------------------------------------
 
 TRAINING = """
+    import signal
+    # As at a terminal: a process started in the background inherits SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from pygrad import Value
     from pygrad.demo import make_moons, micrograd_nn_using, sgd_step
     X, y = make_moons(50)
@@ -196,7 +203,8 @@ TRAINING = """
 def _interrupt_training(delay):
     """(exit status, stderr) of a demo training loop sent SIGINT `delay`
     seconds into training; None for a child that never got ready."""
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(TRAINING)],
+    child = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c",
+                              textwrap.dedent(TRAINING)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([child.stdout], [], [], 60)
@@ -204,7 +212,12 @@ def _interrupt_training(delay):
             return None
         time.sleep(delay)
         child.send_signal(signal.SIGINT)
-        _, err = child.communicate(timeout=60)  # a lost Ctrl-C: TimeoutExpired
+        try:
+            _, err = child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # a lost Ctrl-C: where the child is
+            child.send_signal(signal.SIGABRT)
+            _, err = child.communicate(timeout=60)
+            return "lost", err
     finally:
         if child.poll() is None:
             child.kill()
@@ -212,12 +225,14 @@ def _interrupt_training(delay):
     return child.returncode, err
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_fifty_training_processes_out_of_fifty():
     delays = [0.01 + 0.05 * (i % 8) for i in range(50)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(_interrupt_training, delays))
     assert None not in results
-    stopped = [code != 0 and "KeyboardInterrupt" in err and "Exception ignored" not in err
+    stopped = [code not in (0, "lost") and "KeyboardInterrupt" in err
+               and "Exception ignored" not in err
                for code, err in results]
     failures = [err[-800:] for ok, (_, err) in zip(stopped, results) if not ok]
     assert sum(stopped) == 50, failures[:2]
@@ -312,13 +327,15 @@ FORK_WHILE_BUSY = """
             assert a.grad == 3 * 36.0 * 3.0 + 1, a.grad
             del b
             gc.collect()
-            first = Value(0.0)  # the latest call: a live Value's (see support.settle)
-            start = pygrad.live_nodes()
-            for _ in range(10_000):
-                Value(1.0) * 2.0
-            last = Value(0.0)
-            # (the other threads' graphs may go too: they died mid-step)
-            assert pygrad.live_nodes() <= start + 1, (pygrad.live_nodes(), start)
+            counts = []
+            for _ in range(3):  # 30,000 nodes a round: all released
+                for _ in range(10_000):
+                    Value(1.0) * 2.0
+                last = Value(0.0)  # the latest call: a live Value's (see support.settle)
+                counts.append(pygrad.live_nodes())
+            # (what the other threads left, dying mid-step, may go later than the
+            # child's own nodes: the counts may fall, never grow)
+            assert counts[2] <= counts[1] <= counts[0] + 4_000, counts
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
@@ -329,12 +346,14 @@ FORK_WHILE_BUSY = """
 """
 
 
+@pytest.mark.slow
 def test_fork_while_other_threads_are_inside_pygrad():
     done = run_python(FORK_WHILE_BUSY.replace("FORKS", "30"), timeout=300,
                       PYTHONPATH=os.path.dirname(__file__))
     assert done.returncode == 0 and done.stdout == "ok\n", done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_multiprocessing_fork_pool_while_a_thread_trains():
     done = run_python("""
         import multiprocessing, threading, warnings
@@ -537,6 +556,7 @@ def test_a_huge_node_limit_in_the_environment_is_a_value_error_at_import():
 
 # --- 9. memory given back ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_memory_of_a_ten_million_node_graph_is_given_back():
     done = run_python("""
         import gc

@@ -11,7 +11,10 @@ import pytest
 
 import pygrad
 from pygrad import Value
-from support import settle, rss_bytes
+
+from support import rss_bytes, settle
+
+pytestmark = pytest.mark.slow  # minutes: make test, not make check
 
 MV = micrograd.engine.Value
 

@@ -6,10 +6,9 @@ import pickle
 import random
 import threading
 
-import pytest
-
 import micrograd.engine as mg_engine
 import micrograd.nn as mg_nn
+import pytest
 
 import pygrad
 import pygrad.nn as pg_nn
@@ -109,8 +108,8 @@ def test_module_classes_and_constructor_signatures():
     layer = pg_nn.Layer(3, 4, nonlin=False)
     assert len(layer.neurons) == 4 and all(not n.nonlin for n in layer.neurons)
     model = pg_nn.MLP(2, [3, 3, 1])
-    assert [len(l.neurons) for l in model.layers] == [3, 3, 1]
-    assert [l.neurons[0].nonlin for l in model.layers] == [True, True, False]
+    assert [len(layer.neurons) for layer in model.layers] == [3, 3, 1]
+    assert [layer.neurons[0].nonlin for layer in model.layers] == [True, True, False]
 
 
 @pytest.mark.parametrize("make", [lambda: pg_nn.MLP(2, [4, 3, 2]),
@@ -835,7 +834,7 @@ def small_modules():
 @pytest.mark.parametrize("x", [[1.0], [1.0, 2.0, 3.0], [], [Value(1.0)]],
                          ids=["short", "long", "empty", "short-values"])
 def test_wrong_input_length_raises_value_error(x):
-    for name, module in small_modules():
+    for _name, module in small_modules():
         with pytest.raises(ValueError):
             module(x)
 
@@ -843,7 +842,7 @@ def test_wrong_input_length_raises_value_error(x):
 @pytest.mark.parametrize("x", [["a", 1.0], [1.0, None], "ab", None, [1.0, "2"], [1.0, 1j]],
                          ids=["str-elem", "None-elem", "str", "None", "numeric-str", "complex"])
 def test_non_number_input_raises_type_error(x):
-    for name, module in small_modules():
+    for _name, module in small_modules():
         with pytest.raises(TypeError):
             module(x)
 

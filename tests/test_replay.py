@@ -45,7 +45,7 @@ def batch_loss(model, xs, ys, alpha=1e-4):
     scores = [model(x) for x in xs]
     losses = [(1 + -yi * si).relu() for yi, si in zip(ys, scores)]
     data_loss = sum(losses) * (1.0 / len(losses))
-    reg_loss = alpha * sum((p * p for p in model.parameters()))
+    reg_loss = alpha * sum(p * p for p in model.parameters())
     return data_loss + reg_loss, scores
 
 

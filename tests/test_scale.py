@@ -21,7 +21,10 @@ import pygrad.engine
 from pygrad import NodeLimitError, Value
 from pygrad._core import lib
 from pygrad.nn import MLP, Neuron
+
 from support import rss_bytes, settle
+
+pytestmark = pytest.mark.slow  # minutes: make test, not make check
 
 PARENTS = 1_000_000
 BIG_NODES = int(os.environ.get("PYGRAD_SCALE_NODES") or

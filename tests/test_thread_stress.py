@@ -44,7 +44,10 @@ from pygrad import Value
 from pygrad._core import lib
 from pygrad.nn import MLP
 from pygrad.optim import SGD
+
 from support import cube, settle
+
+pytestmark = pytest.mark.slow  # minutes: make test, not make check
 
 N_THREADS = 8
 P = 16             # shared parameters

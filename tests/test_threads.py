@@ -11,6 +11,7 @@ import pytest
 import pygrad
 import pygrad.engine
 from pygrad import Value
+
 from support import cube, settle
 
 N_THREADS = 6

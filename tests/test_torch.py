@@ -16,7 +16,6 @@ torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed (pip install torch==2.13.0, CPU build): "
     "the comparisons with torch need it; the micrograd comparisons do not")
 
-import pygrad  # noqa: E402
 from pygrad import Value  # noqa: E402
 
 VALUE_REL = 1e-12
@@ -228,7 +227,7 @@ def pygrad_network(weights, X, y, hidden, loss_kind):
         losses = [-((yi * si).sigmoid().log()) for yi, si in zip(y, scores)]
     data_loss = sum(losses) * (1.0 / len(losses))
     flat = [p for layer in params for w, b in layer for p in w + [b]]
-    reg_loss = 1e-4 * sum((p * p for p in flat))
+    reg_loss = 1e-4 * sum(p * p for p in flat)
     return data_loss + reg_loss, params
 
 
@@ -280,7 +279,7 @@ def test_mlp_training_steps_against_torch():
     X, y = make_data(10, 2, seed=5)
     _, tparams = torch_network(weights, X, y, "relu", "svm")
     ours, theirs = [], []
-    for step in range(5):
+    for _step in range(5):
         loss, params = pygrad_network(weights, X, y, "relu", "svm")
         loss.backward()
         weights = [([[p.data - 0.5 * p.grad for p in w] for w, _ in layer],

@@ -87,7 +87,8 @@ def test_to_dot_rejects_non_values():
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz's dot binary is not installed")
 def test_draw_dot_renders_svg_with_every_value():
-    graphviz = pytest.importorskip("graphviz", reason="the graphviz Python package is not installed")
+    graphviz = pytest.importorskip("graphviz",
+                                   reason="the graphviz Python package is not installed")
     out = neuron()
     dot = pygrad.draw_dot(out, format="svg", rankdir="TB")
     assert isinstance(dot, graphviz.Digraph)

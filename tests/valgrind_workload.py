@@ -6,26 +6,19 @@ result is wrong or any node is left behind.  Run as
     PYTHONMALLOC=malloc valgrind --suppressions=valgrind-python.supp python valgrind_workload.py
 """
 import copy
-import gc
 import math
 import pickle
 import random
 import threading
 
 import pygrad
-import pygrad.engine
 from pygrad import NodeLimitError, StaleValueError, Value
 from pygrad._core import PygradError, ffi, lib
 from pygrad.demo import make_moons, sgd_step
 from pygrad.nn import MLP
 from pygrad.optim import SGD, Adam
-from support import cube
 
-
-def settle():
-    for _ in range(10):
-        gc.collect()
-    return pygrad.live_nodes()
+from support import cube, settle
 
 
 def expect(exc, fn, *args):
@@ -70,7 +63,7 @@ def custom_ops():
     y = cube(cube(x * 2.0)) + x
     y.backward()
     assert abs(x.grad - (9 * 3.0 ** 8 * 2 + 1)) < 1e-6 * x.grad
-    for _ in range(1100):  # past the automatic collection threshold
+    for _ in range(1100):  # cycles through closures, for the collector
         cube(Value(1.0))
 
 
@@ -132,6 +125,8 @@ def garbage():
     dead = Value(1.0)
     stale = dead._h
     del dead
+    # so that dead's call is no longer this thread's latest, in flight
+    newer = Value(0.0)  # noqa: F841
     pygrad.live_nodes()
     v._h = stale
     expect(StaleValueError, lambda: v.data)

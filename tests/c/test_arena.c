@@ -1422,6 +1422,35 @@ static void test_layer(void)
     CHECK_EQ(pg_release_many(out, 2), 0);
     CHECK_EQ(pg_live_nodes(), live1);
 
+    /* TANH and SIGMOID over the DOT node: the nodes pg_tanh and pg_sigmoid make
+     * over it, the same bits.  Codes C has no activation for make nothing. */
+    const int32_t acts[2] = {PG_ACT_TANH, PG_ACT_SIGMOID};
+    const int64_t ops[2] = {PG_OP_TANH, PG_OP_SIGMOID};
+    for (int a = 0; a < 2; a++) {
+        CHECK_EQ(pg_layer(w, b, x, 3, 2, acts[a], out), PG_OK);
+        CHECK_EQ(pg_live_nodes(), live1 + 4);
+        for (int j = 0; j < 2; j++) {
+            int64_t dot = child(out[j], 0);
+            int64_t ref = a == 0 ? pg_tanh(dot) : pg_sigmoid(dot);
+            CHECK_EQ(pg_op(out[j]), ops[a]);
+            CHECK_EQ(pg_op(dot), PG_OP_DOT);
+            CHECK_SAME(pg_data(out[j]), pg_data(ref));
+            pg_set_grad(dot, 0.0); /* backward accumulates into it, as micrograd's */
+            double fused = backward_grad(out[j], x[2]);
+            pg_set_grad(dot, 0.0);
+            CHECK_SAME(fused, backward_grad(ref, x[2]));
+            CHECK(fused != 0.0);
+            pg_release(ref);
+        }
+        CHECK_EQ(pg_release_many(out, 2), 0);
+        CHECK_EQ(pg_live_nodes(), live1);
+    }
+    const int32_t bad_acts[4] = {-1, PG_ACT_SIGMOID + 1, 100, INT32_MIN};
+    for (int a = 0; a < 4; a++) {
+        CHECK_EQ(pg_layer(w, b, x, 3, 2, bad_acts[a], out), PG_ERR_ARG);
+        CHECK_EQ(pg_live_nodes(), live1);
+    }
+
     /* micrograd's order matters: (1e16 + 1) + 1 rounds back to 1e16 twice,
      * where 1e16 + (1 + 1) would not. */
     int64_t big = pg_leaf(1e16), ones[2] = {x[0], x[0]};
@@ -1504,6 +1533,8 @@ static void test_mlp(void)
     CHECK_EQ(pg_mlp(p, NP - 1, sizes, relu, 2, x, out), PG_ERR_ARG);
     CHECK_EQ(pg_mlp(p, NP, sizes, relu, 0, x, out), PG_ERR_ARG);
     CHECK_EQ(pg_mlp(p, NP, (int64_t[]){2, -3, 1}, relu, 2, x, out), PG_ERR_ARG);
+    CHECK_EQ(pg_mlp(p, NP, sizes, (int32_t[]){1, PG_ACT_SIGMOID + 1}, 2, x, out), PG_ERR_ARG);
+    CHECK_EQ(pg_mlp(p, NP, sizes, (int32_t[]){-1, 0}, 2, x, out), PG_ERR_ARG);
     CHECK_EQ(pg_set_node_limit(live1 + 6), 0); /* the last DOT does not fit */
     CHECK_EQ(pg_mlp(p, NP, sizes, relu, 2, x, out), PG_ERR_NOMEM);
     CHECK_EQ(pg_live_nodes(), live1);
@@ -2203,6 +2234,23 @@ static void test_tape_ref(void)
 /* pg_set_stateful returns the node's parent and tape references; with the
  * layer on, a call that gives a stateful node a parent or a tape is
  * PG_PENDING-flagged (Python must then hold the node's state). */
+/* A new leaf in the free slot `slot`, made with the Python layer on. A sparse
+ * arena hands out its low slots first (a high one waits at the end of the
+ * free list), so leaves are made until one lands there; a sweep in which
+ * Python keeps nothing then frees the others. */
+static int64_t leaf_in_slot(int64_t slot, double v)
+{
+    int flagged;
+    int64_t h = unflag(pg_leaf(v), &flagged), made = 0;
+    while (h >= 0 && SLOT(h) != slot) {
+        made++;
+        h = unflag(pg_leaf(v), &flagged);
+    }
+    if (made)
+        CHECK_EQ(sweep_nothing(), made); /* all but h, the latest call's */
+    return h;
+}
+
 static void test_stateful(void)
 {
     int64_t live0 = pg_live_nodes();
@@ -2268,7 +2316,7 @@ static void test_stateful(void)
     CHECK_EQ(pg_release(s), PG_OK);
     CHECK_EQ(pg_release(a), PG_OK);
     CHECK_EQ(pg_valid(a), 0);
-    int64_t a2 = pg_leaf(2.0);
+    int64_t a2 = leaf_in_slot(SLOT(a), 2.0);
     CHECK_EQ(SLOT(a2), SLOT(a));
     int64_t m = unflag(pg_mul(a2, b), &flagged);
     CHECK(!flagged);

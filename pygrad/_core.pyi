@@ -1,0 +1,19 @@
+# Type stubs for pygrad._core: the C extension's handles and the errors pygrad raises.
+from typing import Any, Final
+
+ffi: Any  # the cffi FFI of pygrad._pygrad_c
+lib: Any  # its compiled library: pg_* functions and constants
+
+__all__ = ["ffi", "lib", "check", "error_for", "set_node_limit", "PygradError",
+           "StaleValueError", "NodeLimitError", "MAX_NODE_LIMIT"]
+
+class PygradError(Exception): ...
+class StaleValueError(PygradError, ValueError): ...
+class NodeLimitError(PygradError, MemoryError): ...
+
+def error_for(status: int) -> BaseException: ...
+def check(status: int) -> int: ...
+
+MAX_NODE_LIMIT: Final[int]
+
+def set_node_limit(limit: int) -> int: ...
