@@ -1,7 +1,12 @@
 """cffi build script: compiles csrc/*.c into the extension pygrad._pygrad_c.
 
-The cdef is the header itself (csrc/pygrad.h): one source of truth for the C API.
+The cdef is the header itself (csrc/pygrad.h), one source of truth for the C
+API, after the C preprocessor has expanded its op table (cffi reads no macros).
 """
+import os
+import shlex
+import subprocess
+import sysconfig
 from pathlib import Path
 
 from cffi import FFI
@@ -11,7 +16,11 @@ SOURCES = ["arena.c", "ops.c", "graph.c", "replay.c", "nn.c", "optim.c"]
 
 
 def read_header() -> str:
-    return (CSRC / "pygrad.h").read_text()
+    """csrc/pygrad.h preprocessed: macros expanded, comments and # lines gone."""
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    return subprocess.run([*cc, "-E", "-P", "-undef", "-nostdinc", "-x", "c",
+                           str(CSRC / "pygrad.h")],
+                          check=True, capture_output=True, text=True).stdout
 
 
 ffibuilder = FFI()
