@@ -139,15 +139,18 @@ void pg_grad_off_release(pg_grad_off *token)
 
 /* --- growth ------------------------------------------------------------------ */
 
-/* realloc `*p` to `count` elements of `size` bytes; leaves *p alone on failure. */
-#define GROW(p, count) grow_array((void **)&(p), (p), (count), sizeof *(p))
+/* realloc the array `p` to `count` elements; leaves p alone on failure. */
+#define GROW(p, count) grow_array(&(p), (p), (count), sizeof *(p))
 
-static int grow_array(void **slot, void *old, size_t count, size_t size)
+/* `slot` is the address of the array's pointer (a double **, a uint8_t ** ...).
+ * The new pointer is copied into it, not stored through a void **, which
+ * would break C's aliasing rules (and need -fno-strict-aliasing). */
+static int grow_array(void *slot, void *old, size_t count, size_t size)
 {
     void *q = realloc(old, count * size);
     if (!q)
         return 0;
-    *slot = q;
+    memcpy(slot, &q, sizeof q);
     return 1;
 }
 
@@ -183,6 +186,7 @@ static int64_t grow_slots(arena_t *A)
 /* Size the graph-walk scratch for a walk over every live node. */
 int64_t pg_walk_reserve(arena_t *A)
 {
+    ASSERT_LOCKED();
     size_t need = (size_t)A->live + 1;
     if (need <= A->walk_cap)
         return PG_OK;
@@ -317,6 +321,7 @@ static void release_memory(arena_t *A)
 
 void pg_arena_maybe_shrink(arena_t *A)
 {
+    ASSERT_LOCKED();
     /* An attempt scans every slot, so it waits for half a capacity of frees
      * since the last one: O(1) per free, even when a few long-lived nodes
      * high up keep blocking the cut. */
@@ -364,7 +369,7 @@ static int64_t take_slot(arena_t *A, uint32_t *slot)
 int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
                     uint32_t arity, uint32_t *slot_out)
 {
-    DEBUG_ASSERT(pg_lock_held());
+    ASSERT_LOCKED();
     uint32_t *ext = NULL;
     if (arity > 2) {
         ext = kids_alloc(arity);
@@ -449,6 +454,7 @@ static void free_unreferenced(arena_t *A, uint32_t s)
 
 void pg_node_detach(arena_t *A, uint32_t s)
 {
+    ASSERT_LOCKED();
     const uint32_t *kids = children_of(A, s);
     for (uint32_t i = 0; i < A->arity[s]; i++)
         pg_node_decref(A, kids[i]);
@@ -467,6 +473,7 @@ void pg_node_decref(arena_t *A, uint32_t s)
 
 void pg_node_release(arena_t *A, uint32_t s)
 {
+    ASSERT_LOCKED();
     DEBUG_ASSERT(A->ext[s] > 0);
     if (--A->ext[s] == 0 && A->refs[s] == 0)
         free_unreferenced(A, s);
@@ -542,6 +549,7 @@ static void forget_other_threads(void)
 
 int64_t pg_nursery_reserve(arena_t *A, size_t count)
 {
+    ASSERT_LOCKED();
     if (!A->python_layer || nursery_len + count <= nursery_cap)
         return PG_OK;
     size_t cap = nursery_cap ? nursery_cap : 1024;
@@ -556,6 +564,7 @@ int64_t pg_nursery_reserve(arena_t *A, size_t count)
 int64_t pg_hand_out(arena_t *A, int64_t result, const int64_t *handles, size_t count,
                     int referenced_stateful)
 {
+    ASSERT_LOCKED();
     if (result < 0 || !A->python_layer)
         return result;
     int64_t slot = thread_slot();

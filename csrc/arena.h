@@ -63,6 +63,9 @@ typedef struct {
      * steps, replays): a replay's backward knows the values its forward
      * gathered are still the nodes' */
     uint64_t data_writes;
+    /* tapes (graph.c): an entry per tape id, free when its order is NULL */
+    struct tape *tapes;
+    uint32_t tape_slots;
     /* scratch for the C API calls that need some (nn.c), kept between calls */
     void *scratch;
     size_t scratch_size;
@@ -181,6 +184,9 @@ int pg_lookup_all(const arena_t *A, const int64_t *handles, int64_t count, uint3
 #else
 #define DEBUG_ASSERT(cond) ((void)0)
 #endif
+/* In the internal functions that touch the arena: their callers hold the lock
+ * (PG_LOCKED); debug builds check that they do. */
+#define ASSERT_LOCKED() DEBUG_ASSERT(pg_lock_held())
 
 /* replay.c: a tape's replay plan, built from its recorded order (children
  * before parents, the root last) on the first replay.  `skip` lists leaves of

@@ -1411,6 +1411,7 @@ static int64_t backward_in_tape_order(arena_t *A, const pg_plan *plan)
 
 int64_t pg_plan_forward(arena_t *A, pg_plan *plan)
 {
+    ASSERT_LOCKED();
     A->data_writes++;
     for (uint32_t i = 0; i < plan->n_steps; i++) {
         const step_t *step = &plan->steps[i];
@@ -1427,6 +1428,7 @@ int64_t pg_plan_forward(arena_t *A, pg_plan *plan)
 
 int64_t pg_plan_backward(arena_t *A, const pg_plan *plan)
 {
+    ASSERT_LOCKED();
     const int values_unchanged = plan->forward_writes == A->data_writes;
     double *G = A->grad;
     for (uint32_t i = 0; i < plan->n_zero; i++)
