@@ -239,18 +239,18 @@ static int64_t api_custom_node(double data, const int64_t *children, int64_t cou
     int recording = pg_grad_enabled();
     if (!recording)
         count = 0;
-    uint32_t *kids = malloc((size_t)(count ? count : 1) * sizeof *kids);
-    if (!kids)
+    uint32_t *slots = malloc((size_t)(count ? count : 1) * sizeof *slots);
+    if (!slots)
         return PG_ERR_NOMEM;
     int64_t h = PG_ERR_HANDLE;
-    if (pg_lookup_all(A, children, count, kids)) {
+    if (pg_lookup_all(A, children, count, slots)) {
         h = pg_nursery_reserve(A, 1);
         if (h == PG_OK)
-            h = hand_out(A, pg_node_new(A, recording ? PG_OP_CUSTOM : PG_OP_LEAF, data, kids,
+            h = hand_out(A, pg_node_new(A, recording ? PG_OP_CUSTOM : PG_OP_LEAF, data, slots,
                                         (uint32_t)count, NULL),
-                         kids, (size_t)count);
+                         slots, (size_t)count);
     }
-    free(kids);
+    free(slots);
     return h;
 }
 
