@@ -10,9 +10,10 @@ PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 CC ?= gcc
 CSRC = $(wildcard csrc/*.c)
 SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-CTEST_FLAGS = -std=c11 -g -O1 -Wall -Wextra -Werror -ffp-contract=off -DPG_DEBUG $(SANITIZE)
-# valgrind and ASan do not mix: valgrind runs the C tests built without sanitizers.
-PLAIN_FLAGS = -std=c11 -g -O1 -Wall -Wextra -Werror -ffp-contract=off -DPG_DEBUG
+SHARED_FLAGS := $(shell grep -v '^\#' csrc/cflags)  # the extension's too (csrc/build.py)
+PLAIN_FLAGS = $(SHARED_FLAGS) -g -O1 -Werror -DPG_DEBUG
+CTEST_FLAGS = $(PLAIN_FLAGS) $(SANITIZE)
+# valgrind and ASan do not mix: valgrind runs the C tests built PLAIN, without sanitizers.
 VALGRIND = valgrind --quiet --error-exitcode=1 --leak-check=full
 PYTHON_BIN = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 LIBASAN = $(shell $(CC) -print-file-name=libasan.so)

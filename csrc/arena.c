@@ -139,15 +139,18 @@ void pg_grad_off_release(pg_grad_off *token)
 
 /* --- growth ------------------------------------------------------------------ */
 
-/* realloc `*p` to `count` elements of `size` bytes; leaves *p alone on failure. */
-#define GROW(p, count) grow_array((void **)&(p), (p), (count), sizeof *(p))
+/* realloc the array `p` to `count` elements; leaves p alone on failure. */
+#define GROW(p, count) grow_array(&(p), (p), (count), sizeof *(p))
 
-static int grow_array(void **slot, void *old, size_t count, size_t size)
+/* `slot` is the address of the array's pointer (a double **, a uint8_t ** ...).
+ * The new pointer is copied into it, not stored through a void **, which
+ * would break C's aliasing rules (and need -fno-strict-aliasing). */
+static int grow_array(void *slot, void *old, size_t count, size_t size)
 {
     void *q = realloc(old, count * size);
     if (!q)
         return 0;
-    *slot = q;
+    memcpy(slot, &q, sizeof q);
     return 1;
 }
 
@@ -183,6 +186,7 @@ static int64_t grow_slots(arena_t *A)
 /* Size the graph-walk scratch for a walk over every live node. */
 int64_t pg_walk_reserve(arena_t *A)
 {
+    ASSERT_LOCKED();
     size_t need = (size_t)A->live + 1;
     if (need <= A->walk_cap)
         return PG_OK;
@@ -223,58 +227,54 @@ void pg_scratch_free(arena_t *A)
  * KIDS_POOL_BYTES (more goes back to malloc at once), and a shrink of the
  * arena hands them all back. */
 
-#define KIDS_POOLED_LOG2 16
 #define KIDS_POOL_BYTES ((size_t)16 << 20)
-
-static void *kids_pool[KIDS_POOLED_LOG2 + 1];
-static size_t kids_pool_bytes;
 
 static unsigned kids_class(uint32_t arity) /* arity > 2 */
 {
     return 32u - (unsigned)__builtin_clz(arity - 1); /* ceil(log2(arity)) */
 }
 
-static uint32_t *kids_alloc(uint32_t arity)
+static uint32_t *kids_alloc(arena_t *A, uint32_t arity)
 {
     unsigned c = kids_class(arity);
     if (c > KIDS_POOLED_LOG2)
         return malloc((size_t)arity * sizeof(uint32_t));
-    void *block = kids_pool[c];
+    void *block = A->kids_pool[c];
     if (block) {
-        memcpy(&kids_pool[c], block, sizeof block); /* the next free block */
-        kids_pool_bytes -= ((size_t)1 << c) * sizeof(uint32_t);
+        memcpy(&A->kids_pool[c], block, sizeof block); /* the next free block */
+        A->kids_pool_bytes -= ((size_t)1 << c) * sizeof(uint32_t);
         return block;
     }
     return malloc(((size_t)1 << c) * sizeof(uint32_t));
 }
 
-static void kids_release(uint32_t *kids, uint32_t arity)
+static void kids_release(arena_t *A, uint32_t *kids, uint32_t arity)
 {
     if (!kids)
         return;
     unsigned c = kids_class(arity);
     size_t bytes = ((size_t)1 << c) * sizeof(uint32_t);
-    if (c > KIDS_POOLED_LOG2 || kids_pool_bytes + bytes > KIDS_POOL_BYTES) {
+    if (c > KIDS_POOLED_LOG2 || A->kids_pool_bytes + bytes > KIDS_POOL_BYTES) {
         free(kids);
         return;
     }
 #ifdef PG_DEBUG
     memset(kids, 0xff, bytes); /* poison: every slot in it is NO_SLOT */
 #endif
-    memcpy(kids, &kids_pool[c], sizeof kids_pool[c]);
-    kids_pool[c] = kids;
-    kids_pool_bytes += bytes;
+    memcpy(kids, &A->kids_pool[c], sizeof A->kids_pool[c]);
+    A->kids_pool[c] = kids;
+    A->kids_pool_bytes += bytes;
 }
 
-static void kids_pool_drain(void)
+static void kids_pool_drain(arena_t *A)
 {
     for (unsigned c = 0; c <= KIDS_POOLED_LOG2; c++)
-        while (kids_pool[c]) {
-            void *block = kids_pool[c];
-            memcpy(&kids_pool[c], block, sizeof block);
+        while (A->kids_pool[c]) {
+            void *block = A->kids_pool[c];
+            memcpy(&A->kids_pool[c], block, sizeof block);
             free(block);
         }
-    kids_pool_bytes = 0;
+    A->kids_pool_bytes = 0;
 }
 
 /* Put free slot s at the head of the free list. */
@@ -317,7 +317,7 @@ static void release_memory(arena_t *A)
     free(A->walk_next);
     A->walk_order = A->walk_stack = A->walk_next = NULL;
     A->walk_cap = 0;
-    kids_pool_drain();
+    kids_pool_drain(A);
     pg_scratch_free(A);
 #ifdef __GLIBC__
     malloc_trim(0); /* arrays below the mmap threshold leave holes in the heap: give them back */
@@ -326,6 +326,7 @@ static void release_memory(arena_t *A)
 
 void pg_arena_maybe_shrink(arena_t *A)
 {
+    ASSERT_LOCKED();
     /* An attempt scans every slot, so it waits for half a capacity of frees
      * since the last one: O(1) per free, even when a few long-lived nodes
      * high up keep blocking the cut. */
@@ -373,10 +374,10 @@ static int64_t take_slot(arena_t *A, uint32_t *slot)
 int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
                     uint32_t arity, uint32_t *slot_out)
 {
-    DEBUG_ASSERT(pg_lock_held());
+    ASSERT_LOCKED();
     uint32_t *ext = NULL;
     if (arity > 2) {
-        ext = kids_alloc(arity);
+        ext = kids_alloc(A, arity);
         if (!ext)
             return PG_ERR_NOMEM;
         memcpy(ext, kids, arity * sizeof *ext);
@@ -384,7 +385,7 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
     uint32_t s;
     int64_t rc = take_slot(A, &s);
     if (rc < 0) {
-        kids_release(ext, arity);
+        kids_release(A, ext, arity);
         return rc;
     }
     A->data[s] = value;
@@ -403,7 +404,7 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
         if (A->refs[kids[i]]++ == UINT32_MAX) { /* the count wrapped: undo, and refuse */
             for (uint32_t j = 0; j <= i; j++)
                 A->refs[kids[j]]--;
-            kids_release(ext, arity);
+            kids_release(A, ext, arity);
             A->kids_ext[s] = NULL;
             A->arity[s] = 0;
             free_slot(A, s);
@@ -416,7 +417,7 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
 
 static void free_slot(arena_t *A, uint32_t s)
 {
-    kids_release(A->kids_ext[s], A->arity[s]);
+    kids_release(A, A->kids_ext[s], A->arity[s]);
     A->kids_ext[s] = NULL;
 #ifdef PG_DEBUG
     A->data[s] = A->grad[s] = NAN; /* poison */
@@ -465,10 +466,11 @@ static void free_unreferenced(arena_t *A, uint32_t s)
 
 void pg_node_detach(arena_t *A, uint32_t s)
 {
+    ASSERT_LOCKED();
     const uint32_t *kids = children_of(A, s);
     for (uint32_t i = 0; i < A->arity[s]; i++)
         pg_node_decref(A, kids[i]);
-    kids_release(A->kids_ext[s], A->arity[s]);
+    kids_release(A, A->kids_ext[s], A->arity[s]);
     A->kids_ext[s] = NULL;
     A->arity[s] = 0;
     A->op[s] = PG_OP_LEAF;
@@ -483,6 +485,7 @@ void pg_node_decref(arena_t *A, uint32_t s)
 
 void pg_node_release(arena_t *A, uint32_t s)
 {
+    ASSERT_LOCKED();
     DEBUG_ASSERT(A->ext[s] > 0);
     if (--A->ext[s] == 0 && A->refs[s] == 0)
         free_unreferenced(A, s);
@@ -497,52 +500,46 @@ void pg_node_release(arena_t *A, uint32_t s)
 
 #define NO_THREAD UINT64_MAX
 
-typedef struct {
+typedef struct nursery_entry {
     int64_t handle;
     uint64_t call;
 } nursery_entry_t;
 
-static nursery_entry_t *nursery;
-static size_t nursery_len, nursery_cap;
-static uint64_t calls;               /* handing-out calls so far: the ids of calls */
-static uint64_t *thread_call;        /* each thread's latest call; NO_THREAD: a free slot */
-static size_t thread_slots;
+/* The process's threads, not the arena's: */
 static _Thread_local int64_t my_thread_slot = -1;
 static pthread_key_t my_thread_key;
 static pthread_once_t my_thread_key_once = PTHREAD_ONCE_INIT;
-/* the sweep in progress: entries before `sweep_mark`, calls not in flight */
-static uint64_t *sweep_in_flight;
-static size_t sweep_in_flight_len, sweep_mark;
 
 static void forget_thread(void *slot)
 {
+    nursery_t *N = &pg_the_arena.nursery;
     pg_lock();
-    thread_call[(size_t)(intptr_t)slot - 1] = NO_THREAD;
+    N->thread_call[(size_t)(intptr_t)slot - 1] = NO_THREAD;
     pg_unlock();
 }
 
 static void make_thread_key(void) { pthread_key_create(&my_thread_key, forget_thread); }
 
 /* This thread's slot in thread_call, made on first use; -1 if out of memory. */
-static int64_t thread_slot(void)
+static int64_t thread_slot(nursery_t *N)
 {
     if (my_thread_slot >= 0)
         return my_thread_slot;
     pthread_once(&my_thread_key_once, make_thread_key);
     size_t i = 0;
-    while (i < thread_slots && thread_call[i] != NO_THREAD)
+    while (i < N->thread_slots && N->thread_call[i] != NO_THREAD)
         i++;
-    if (i == thread_slots) {
-        size_t cap = thread_slots ? 2 * thread_slots : 8;
-        if (!GROW(thread_call, cap))
+    if (i == N->thread_slots) {
+        size_t cap = N->thread_slots ? 2 * N->thread_slots : 8;
+        if (!GROW(N->thread_call, cap))
             return -1;
-        for (size_t j = thread_slots; j < cap; j++)
-            thread_call[j] = NO_THREAD;
-        thread_slots = cap;
+        for (size_t j = N->thread_slots; j < cap; j++)
+            N->thread_call[j] = NO_THREAD;
+        N->thread_slots = cap;
     }
     if (pthread_setspecific(my_thread_key, (void *)(intptr_t)(i + 1)) != 0)
         return -1;
-    thread_call[i] = 0;
+    N->thread_call[i] = 0;
     my_thread_slot = (int64_t)i;
     return my_thread_slot;
 }
@@ -550,38 +547,43 @@ static int64_t thread_slot(void)
 /* In a forked child only the forking thread exists. */
 static void forget_other_threads(void)
 {
-    for (size_t i = 0; i < thread_slots; i++)
+    nursery_t *N = &pg_the_arena.nursery;
+    for (size_t i = 0; i < N->thread_slots; i++)
         if ((int64_t)i != my_thread_slot)
-            thread_call[i] = NO_THREAD;
-    sweep_mark = 0; /* a sweep another thread had begun will not end */
+            N->thread_call[i] = NO_THREAD;
+    N->sweep_mark = 0; /* a sweep another thread had begun will not end */
 }
 
 int64_t pg_nursery_reserve(arena_t *A, size_t count)
 {
-    if (!A->python_layer || nursery_len + count <= nursery_cap)
+    ASSERT_LOCKED();
+    nursery_t *N = &A->nursery;
+    if (!A->python_layer || N->len + count <= N->cap)
         return PG_OK;
-    size_t cap = nursery_cap ? nursery_cap : 1024;
-    while (cap < nursery_len + count)
+    size_t cap = N->cap ? N->cap : 1024;
+    while (cap < N->len + count)
         cap *= 2;
-    if (!GROW(nursery, cap))
+    if (!GROW(N->entries, cap))
         return PG_ERR_NOMEM;
-    nursery_cap = cap;
+    N->cap = cap;
     return PG_OK;
 }
 
 int64_t pg_hand_out(arena_t *A, int64_t result, const int64_t *handles, size_t count,
                     int referenced_stateful)
 {
+    ASSERT_LOCKED();
+    nursery_t *N = &A->nursery;
     if (result < 0 || !A->python_layer)
         return result;
-    int64_t slot = thread_slot();
-    uint64_t call = ++calls;
+    int64_t slot = thread_slot(N);
+    uint64_t call = ++N->calls;
     if (slot >= 0)
-        thread_call[slot] = call;
-    DEBUG_ASSERT(nursery_len + count <= nursery_cap); /* pg_nursery_reserve'd */
+        N->thread_call[slot] = call;
+    DEBUG_ASSERT(N->len + count <= N->cap); /* pg_nursery_reserve'd */
     for (size_t i = 0; i < count; i++)
-        nursery[nursery_len++] = (nursery_entry_t){handles[i], call};
-    if (referenced_stateful || nursery_len >= PG_SWEEP_EVERY)
+        N->entries[N->len++] = (nursery_entry_t){handles[i], call};
+    if (referenced_stateful || N->len >= PG_SWEEP_EVERY)
         return PG_PENDING + result;
     return result;
 }
@@ -594,26 +596,27 @@ int pg_any_stateful(const arena_t *A, const uint32_t *slots, size_t count)
     return 0;
 }
 
-static int in_flight(uint64_t call)
+static int in_flight(const nursery_t *N, uint64_t call)
 {
-    for (size_t i = 0; i < sweep_in_flight_len; i++)
-        if (sweep_in_flight[i] == call)
+    for (size_t i = 0; i < N->sweep_in_flight_len; i++)
+        if (N->sweep_in_flight[i] == call)
             return 1;
     return 0;
 }
 
-static int64_t sweep_begin(void)
+static int64_t sweep_begin(arena_t *A)
 {
-    if (!GROW(sweep_in_flight, thread_slots ? thread_slots : 1))
+    nursery_t *N = &A->nursery;
+    if (!GROW(N->sweep_in_flight, N->thread_slots ? N->thread_slots : 1))
         return PG_ERR_NOMEM;
-    sweep_in_flight_len = 0;
-    for (size_t i = 0; i < thread_slots; i++)
-        if (thread_call[i] != NO_THREAD)
-            sweep_in_flight[sweep_in_flight_len++] = thread_call[i];
-    sweep_mark = nursery_len;
+    N->sweep_in_flight_len = 0;
+    for (size_t i = 0; i < N->thread_slots; i++)
+        if (N->thread_call[i] != NO_THREAD)
+            N->sweep_in_flight[N->sweep_in_flight_len++] = N->thread_call[i];
+    N->sweep_mark = N->len;
     int64_t settled = 0;
-    for (size_t i = 0; i < sweep_mark; i++)
-        settled += !in_flight(nursery[i].call);
+    for (size_t i = 0; i < N->sweep_mark; i++)
+        settled += !in_flight(N, N->entries[i].call);
     return settled;
 }
 
@@ -654,12 +657,12 @@ static int release_owned(arena_t *A, int64_t h)
 }
 
 /* Take the nursery entry of h made at or after position `from`, if any. */
-static void take_young_entry(size_t from, int64_t h)
+static void take_young_entry(nursery_t *N, size_t from, int64_t h)
 {
-    for (size_t i = from; i < nursery_len; i++)
-        if (nursery[i].handle == h) {
-            memmove(nursery + i, nursery + i + 1, (nursery_len - i - 1) * sizeof *nursery);
-            nursery_len--;
+    for (size_t i = from; i < N->len; i++)
+        if (N->entries[i].handle == h) {
+            memmove(N->entries + i, N->entries + i + 1, (N->len - i - 1) * sizeof *N->entries);
+            N->len--;
             return;
         }
 }
@@ -674,6 +677,7 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
 {
     if (n_kept < 0 || n_dropped < 0 || (n_kept && !kept) || (n_dropped && !dropped))
         return PG_ERR_ARG;
+    nursery_t *N = &A->nursery;
     uint8_t *taken = calloc((size_t)(n_kept + n_dropped) + 1, 1);
     if (!taken)
         return PG_ERR_NOMEM;
@@ -682,33 +686,33 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
         qsort(kept, (size_t)n_kept, sizeof *kept, by_value);
     if (n_dropped > 1)
         qsort(dropped, (size_t)n_dropped, sizeof *dropped, by_value);
-    size_t mark = sweep_mark < nursery_len ? sweep_mark : nursery_len, keep = 0;
+    size_t mark = N->sweep_mark < N->len ? N->sweep_mark : N->len, keep = 0;
     int64_t released = 0;
     for (size_t i = 0; i < mark; i++) {
-        int64_t h = nursery[i].handle;
+        int64_t h = N->entries[i].handle;
         if (take_one(kept, kept_taken, (size_t)n_kept, h))
             continue; /* promoted: the reference stays, now the Value's */
         if (!take_one(dropped, dropped_taken, (size_t)n_dropped, h) &&
-            in_flight(nursery[i].call)) {
-            nursery[keep++] = nursery[i];
+            in_flight(N, N->entries[i].call)) {
+            N->entries[keep++] = N->entries[i];
             continue;
         }
         released += release_owned(A, h); /* dropped, or lost on its way to a Value */
     }
     /* entries made after the sweep began stay young (no nursery yet: NULL, and
      * nothing to move, which memmove must not be given either)... */
-    if (nursery_len > mark)
-        memmove(nursery + keep, nursery + mark, (nursery_len - mark) * sizeof *nursery);
-    nursery_len = keep + (nursery_len - mark);
-    sweep_mark = 0;
+    if (N->len > mark)
+        memmove(N->entries + keep, N->entries + mark, (N->len - mark) * sizeof *N->entries);
+    N->len = keep + (N->len - mark);
+    N->sweep_mark = 0;
     /* ...but another thread's Value may have got into the batch after its
      * call, during the sweep: its entry is one of those */
     for (int64_t i = 0; i < n_kept; i++)
         if (!kept_taken[i])
-            take_young_entry(keep, kept[i]);
+            take_young_entry(N, keep, kept[i]);
     for (int64_t i = 0; i < n_dropped; i++)
         if (!dropped_taken[i]) {
-            take_young_entry(keep, dropped[i]); /* else it was a Value's own reference */
+            take_young_entry(N, keep, dropped[i]); /* else it was a Value's own reference */
             released += release_owned(A, dropped[i]);
         }
     free(taken);
@@ -719,23 +723,23 @@ static int64_t sweep_end(arena_t *A, int64_t *kept, int64_t n_kept, int64_t *dro
 /* The nursery entry of h that the calling thread's latest call made, taken
  * out (its reference goes to the caller); 0 if none.  Only that one: another
  * entry of h may be another thread's, in flight, and is that thread's to take. */
-static int take_my_entry(int64_t h)
+static int take_my_entry(nursery_t *N, int64_t h)
 {
     if (my_thread_slot < 0)
         return 0;
-    uint64_t call = thread_call[my_thread_slot];
-    for (size_t i = nursery_len; i-- > 0;)
-        if (nursery[i].handle == h && nursery[i].call == call) {
-            if (i < sweep_mark)
-                sweep_mark--;
-            memmove(nursery + i, nursery + i + 1, (nursery_len - i - 1) * sizeof *nursery);
-            nursery_len--;
+    uint64_t call = N->thread_call[my_thread_slot];
+    for (size_t i = N->len; i-- > 0;)
+        if (N->entries[i].handle == h && N->entries[i].call == call) {
+            if (i < N->sweep_mark)
+                N->sweep_mark--;
+            memmove(N->entries + i, N->entries + i + 1, (N->len - i - 1) * sizeof *N->entries);
+            N->len--;
             return 1;
         }
     return 0;
 }
 
-int64_t pg_sweep_begin(void) { PG_LOCKED(sweep_begin()); }
+int64_t pg_sweep_begin(void) { PG_LOCKED(sweep_begin(&pg_the_arena)); }
 
 int64_t pg_sweep_end(int64_t *kept, int64_t n_kept, int64_t *dropped, int64_t n_dropped)
 {
@@ -774,19 +778,8 @@ int64_t pg_set_stateful(int64_t h) { PG_LOCKED(set_stateful(&pg_the_arena, h)); 
  * handles (compared with memcmp) are still valid, name the same slots, and
  * are still all stateless or not. */
 
-#define PARAM_SETS 8
 
-typedef struct {
-    int64_t *handles; /* a copy of the set */
-    uint32_t *slots;  /* their slots */
-    size_t count, capacity;
-    uint64_t mutations; /* A->mutations when validated */
-    int stateful;       /* any of them is */
-    int valid;
-} param_set_t;
 
-static param_set_t param_sets[PARAM_SETS];
-static unsigned param_sets_next;
 
 static int same_set(const arena_t *A, const param_set_t *set, const int64_t *handles, size_t count)
 {
@@ -801,12 +794,12 @@ int64_t pg_lookup_params(arena_t *A, const int64_t *handles, size_t count,
                          const uint32_t **slots, int *stateful)
 {
     for (unsigned i = 0; i < PARAM_SETS; i++)
-        if (same_set(A, &param_sets[i], handles, count)) {
-            *slots = param_sets[i].slots;
-            *stateful = param_sets[i].stateful;
+        if (same_set(A, &A->param_sets[i], handles, count)) {
+            *slots = A->param_sets[i].slots;
+            *stateful = A->param_sets[i].stateful;
             return PG_OK;
         }
-    param_set_t *set = &param_sets[param_sets_next++ % PARAM_SETS];
+    param_set_t *set = &A->param_sets[A->param_sets_next++ % PARAM_SETS];
     set->valid = 0;
     if (count > set->capacity) {
         int64_t *h = realloc(set->handles, count * sizeof *h);
@@ -852,7 +845,7 @@ static int64_t release(arena_t *A, int64_t h)
     uint32_t s;
     if (!lookup(A, h, &s) || A->ext[s] == 0)
         return PG_ERR_HANDLE;
-    take_my_entry(h); /* if the nursery held this reference, it no longer does */
+    take_my_entry(&A->nursery, h); /* if the nursery held this reference, it no longer does */
     pg_node_release(A, s);
     pg_arena_maybe_shrink(A);
     return PG_OK;

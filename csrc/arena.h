@@ -24,6 +24,33 @@
 
 /* Nodes live in parallel arrays indexed by slot.  Slots [0, used) have been
  * handed out at least once; freed ones are chained through `link`. */
+/* The nursery: the handles handed to the Python layer and not yet adopted
+ * by a Value (arena.c; "the Python layer" in pygrad.h). */
+typedef struct {
+    struct nursery_entry *entries; /* (handle, call) */
+    size_t len, cap;
+    uint64_t calls;            /* handing-out calls so far: the ids of calls */
+    uint64_t *thread_call;     /* each thread's latest call; NO_THREAD: a free slot */
+    size_t thread_slots;
+    /* the sweep in progress: entries before sweep_mark, calls not in flight */
+    uint64_t *sweep_in_flight;
+    size_t sweep_in_flight_len, sweep_mark;
+} nursery_t;
+
+/* A set of parameter handles pg_mlp validated (arena.c, pg_lookup_params). */
+#define PARAM_SETS 8
+typedef struct param_set {
+    int64_t *handles; /* a copy of the set */
+    uint32_t *slots;  /* their slots */
+    size_t count, capacity;
+    uint64_t mutations; /* A->mutations when validated */
+    int stateful;       /* any of them is */
+    int valid;
+} param_set_t;
+
+/* Freed children arrays wait in free lists by size class, 4 to 2^KIDS_POOLED_LOG2. */
+#define KIDS_POOLED_LOG2 16
+
 typedef struct {
     double *data;          /* forward value */
     double *grad;          /* accumulated d(root)/d(node) */
@@ -55,7 +82,8 @@ typedef struct {
     /* bumped whenever a node on a tape (FLAG_TAPED) gets a custom backward,
      * so that a tape knows when its count of custom ops may be stale */
     uint64_t custom_epoch;
-    int python_layer; /* pg_python_layer: handles go through the nursery (arena.c) */
+    int python_layer; /* pg_python_layer: handles go through the nursery */
+    nursery_t nursery;
     /* bumped whenever a node is freed or made stateful: a set of handles
      * validated (and found not stateful) at one count is still so at the
      * same count (nn.c caches pg_mlp's parameters by it) */
@@ -64,6 +92,13 @@ typedef struct {
      * steps, replays): a replay's backward knows the values its forward
      * gathered are still the nodes' */
     uint64_t data_writes;
+    /* tapes (graph.c): an entry per tape id, free when its order is NULL */
+    struct tape *tapes;
+    uint32_t tape_slots;
+    void *kids_pool[KIDS_POOLED_LOG2 + 1]; /* freed children arrays (arena.c) */
+    size_t kids_pool_bytes;
+    param_set_t param_sets[PARAM_SETS];      /* pg_lookup_params' cache, round robin */
+    unsigned param_sets_next;
     /* scratch for the C API calls that need some (nn.c), kept between calls */
     void *scratch;
     size_t scratch_size;
@@ -182,6 +217,9 @@ int pg_lookup_all(const arena_t *A, const int64_t *handles, int64_t count, uint3
 #else
 #define DEBUG_ASSERT(cond) ((void)0)
 #endif
+/* In the internal functions that touch the arena: their callers hold the lock
+ * (PG_LOCKED); debug builds check that they do. */
+#define ASSERT_LOCKED() DEBUG_ASSERT(pg_lock_held())
 
 /* replay.c: a tape's replay plan, built from its recorded order (children
  * before parents, the root last) on the first replay.  `skip` lists leaves of

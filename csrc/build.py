@@ -1,7 +1,12 @@
 """cffi build script: compiles csrc/*.c into the extension pygrad._pygrad_c.
 
-The cdef is the header itself (csrc/pygrad.h): one source of truth for the C API.
+The cdef is the header itself (csrc/pygrad.h), one source of truth for the C
+API, after the C preprocessor has expanded its op table (cffi reads no macros).
 """
+import os
+import shlex
+import subprocess
+import sysconfig
 from pathlib import Path
 
 from cffi import FFI
@@ -10,8 +15,18 @@ CSRC = Path(__file__).resolve().parent
 SOURCES = ["arena.c", "ops.c", "graph.c", "replay.c", "nn.c", "optim.c"]
 
 
+def shared_flags() -> list:
+    """csrc/cflags: the flags the C tests build with too."""
+    lines = (CSRC / "cflags").read_text().splitlines()
+    return [flag for line in lines if not line.startswith("#") for flag in line.split()]
+
+
 def read_header() -> str:
-    return (CSRC / "pygrad.h").read_text()
+    """csrc/pygrad.h preprocessed: macros expanded, comments and # lines gone."""
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    return subprocess.run([*cc, "-E", "-P", "-undef", "-nostdinc", "-x", "c",
+                           str(CSRC / "pygrad.h")],
+                          check=True, capture_output=True, text=True).stdout
 
 
 ffibuilder = FFI()
@@ -21,13 +36,11 @@ ffibuilder.set_source(
     '#include <stdint.h>\n#include "pygrad.h"\n',
     # Relative paths: setuptools wants them relative to setup.py.
     sources=[f"csrc/{name}" for name in SOURCES],
-    depends=["csrc/pygrad.h", "csrc/arena.h", "csrc/ops.h"],  # rebuild when a header changes
+    depends=["csrc/pygrad.h", "csrc/arena.h", "csrc/ops.h", "csrc/cflags"],  # rebuild when these change
     include_dirs=["csrc"],
-    # -ffp-contract=off: no fused multiply-adds, whose single rounding would
-    # differ from Python's.  -fvisibility=hidden: only the C API is exported
-    # (csrc/arena.h), so internal calls bind directly.
-    extra_compile_args=["-O2", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off",
-                        "-fvisibility=hidden", "-Wall", "-Wextra"],
+    # -fvisibility=hidden: only the C API is exported (csrc/arena.h), so
+    # internal calls bind directly, not through the PLT.
+    extra_compile_args=["-O2", "-fvisibility=hidden", *shared_flags()],
     libraries=["m", "pthread"],
 )
 

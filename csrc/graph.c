@@ -8,6 +8,7 @@
 
 uint32_t pg_new_epoch(arena_t *A)
 {
+    ASSERT_LOCKED();
     if (++A->epoch == 0) { /* wrapped: old stamps could collide */
         memset(A->mark, 0, (size_t)A->used * sizeof *A->mark);
         A->epoch = 1;
@@ -99,7 +100,7 @@ int64_t pg_node_backward(int64_t h) { PG_LOCKED(node_backward(&pg_the_arena, h))
  * so it stays valid however the caller's handles come and go.  Tape ids carry
  * a generation like node handles. */
 
-typedef struct {
+typedef struct tape {
     uint32_t *order; /* NULL when the entry is free */
     uint32_t count;
     uint32_t gen;
@@ -113,38 +114,39 @@ typedef struct {
 /* Tape ids are gen << 32 | index, under 2^52: far from PG_PENDING's range. */
 #define TAPE_GEN_MASK 0xfffffu
 
-static tape_t *tapes;
-static uint32_t tape_slots;
+static int64_t tape_id(const arena_t *A, uint32_t i)
+{
+    return ((int64_t)A->tapes[i].gen << 32) | i;
+}
 
-static int64_t tape_id(uint32_t i) { return ((int64_t)tapes[i].gen << 32) | i; }
-
-static tape_t *tape_lookup(int64_t id)
+static tape_t *tape_lookup(arena_t *A, int64_t id)
 {
     if (id < 0)
         return NULL;
     uint32_t i = (uint32_t)(id & 0xffffffffu);
-    if (i >= tape_slots || !tapes[i].order || tapes[i].gen != (uint32_t)(id >> 32))
+    if (i >= A->tape_slots || !A->tapes[i].order || A->tapes[i].gen != (uint32_t)(id >> 32))
         return NULL;
-    return &tapes[i];
+    return &A->tapes[i];
 }
 
-static int64_t tape_slot(uint32_t *slot)
+static int64_t tape_slot(arena_t *A, uint32_t *slot)
 {
-    for (uint32_t i = 0; i < tape_slots; i++)
-        if (!tapes[i].order) {
+    ASSERT_LOCKED();
+    for (uint32_t i = 0; i < A->tape_slots; i++)
+        if (!A->tapes[i].order) {
             *slot = i;
             return PG_OK;
         }
-    uint32_t grown = tape_slots ? tape_slots * 2 : 8;
+    uint32_t grown = A->tape_slots ? A->tape_slots * 2 : 8;
     if (grown > 0x7fffffffu)
         return PG_ERR_NOMEM;
-    tape_t *t = realloc(tapes, grown * sizeof *t);
+    tape_t *t = realloc(A->tapes, grown * sizeof *t);
     if (!t)
         return PG_ERR_NOMEM;
-    memset(t + tape_slots, 0, (grown - tape_slots) * sizeof *t);
-    tapes = t;
-    *slot = tape_slots;
-    tape_slots = grown;
+    memset(t + A->tape_slots, 0, (grown - A->tape_slots) * sizeof *t);
+    A->tapes = t;
+    *slot = A->tape_slots;
+    A->tape_slots = grown;
     return PG_OK;
 }
 
@@ -156,7 +158,7 @@ static int64_t tape_record(arena_t *A, int64_t h)
     int64_t rc = topo_sort(A, root, &count, &custom_ops);
     if (rc < 0)
         return rc;
-    if ((rc = tape_slot(&slot)) < 0)
+    if ((rc = tape_slot(A, &slot)) < 0)
         return rc;
     uint32_t *order = malloc((size_t)count * sizeof *order);
     if (!order)
@@ -171,17 +173,17 @@ static int64_t tape_record(arena_t *A, int64_t h)
         A->refs[order[i]]++;
         A->flags[order[i]] |= FLAG_TAPED;
     }
-    tapes[slot].order = order;
-    tapes[slot].count = count;
-    tapes[slot].custom_ops = custom_ops;
-    tapes[slot].custom_epoch = A->custom_epoch;
+    A->tapes[slot].order = order;
+    A->tapes[slot].count = count;
+    A->tapes[slot].custom_ops = custom_ops;
+    A->tapes[slot].custom_epoch = A->custom_epoch;
     /* A stateful root now has a reference: its Python state must be held. */
-    return pg_hand_out(A, tape_id(slot), NULL, 0, (A->flags[root] & FLAG_STATEFUL) != 0);
+    return pg_hand_out(A, tape_id(A, slot), NULL, 0, (A->flags[root] & FLAG_STATEFUL) != 0);
 }
 
 static int64_t tape_free(arena_t *A, int64_t id)
 {
-    tape_t *t = tape_lookup(id);
+    tape_t *t = tape_lookup(A, id);
     if (!t)
         return PG_ERR_TAPE;
     /* Root first: parents go before children, so each release frees at most
@@ -200,15 +202,15 @@ static int64_t tape_free(arena_t *A, int64_t id)
     return PG_OK;
 }
 
-static int64_t tape_length(int64_t id)
+static int64_t tape_length(arena_t *A, int64_t id)
 {
-    tape_t *t = tape_lookup(id);
+    tape_t *t = tape_lookup(A, id);
     return t ? (int64_t)t->count : PG_ERR_TAPE;
 }
 
 static int64_t tape_node(arena_t *A, int64_t id, int64_t i)
 {
-    tape_t *t = tape_lookup(id);
+    tape_t *t = tape_lookup(A, id);
     if (!t)
         return PG_ERR_TAPE;
     if (i < 0 || i >= t->count)
@@ -218,7 +220,7 @@ static int64_t tape_node(arena_t *A, int64_t id, int64_t i)
 
 static int64_t tape_backward(arena_t *A, int64_t id, int64_t end)
 {
-    tape_t *t = tape_lookup(id);
+    tape_t *t = tape_lookup(A, id);
     if (!t)
         return PG_ERR_TAPE;
     if (end < 0 || end > t->count)
@@ -254,7 +256,7 @@ static uint32_t count_custom_ops(const arena_t *A, tape_t *t)
 
 static int64_t tape_custom_ops(arena_t *A, int64_t id)
 {
-    tape_t *t = tape_lookup(id);
+    tape_t *t = tape_lookup(A, id);
     return t ? (int64_t)count_custom_ops(A, t) : PG_ERR_TAPE;
 }
 
@@ -274,7 +276,7 @@ static int64_t tape_plan(arena_t *A, tape_t *t, const pg_plan **plan)
  * be recomputed: a tape holding any is refused, with nothing changed. */
 static int64_t tape_forward(arena_t *A, int64_t id)
 {
-    tape_t *t = tape_lookup(id);
+    tape_t *t = tape_lookup(A, id);
     if (!t)
         return PG_ERR_TAPE;
     if (count_custom_ops(A, t))
@@ -287,7 +289,7 @@ static int64_t tape_forward(arena_t *A, int64_t id)
 /* zero_grad over the whole graph, then backward from the root. */
 static int64_t tape_replay_backward(arena_t *A, int64_t id)
 {
-    tape_t *t = tape_lookup(id);
+    tape_t *t = tape_lookup(A, id);
     if (!t)
         return PG_ERR_TAPE;
     if (count_custom_ops(A, t))
@@ -299,7 +301,7 @@ static int64_t tape_replay_backward(arena_t *A, int64_t id)
 
 static int64_t tape_groups(arena_t *A, int64_t id)
 {
-    tape_t *t = tape_lookup(id);
+    tape_t *t = tape_lookup(A, id);
     if (!t)
         return PG_ERR_TAPE;
     if (count_custom_ops(A, t))
@@ -313,7 +315,7 @@ static int64_t tape_groups(arena_t *A, int64_t id)
  * get no gradient from replays: returns how many. */
 static int64_t tape_skip_grads(arena_t *A, int64_t id, const int64_t *handles, int64_t count)
 {
-    tape_t *t = tape_lookup(id);
+    tape_t *t = tape_lookup(A, id);
     if (!t)
         return PG_ERR_TAPE;
     if (count < 0 || count > (int64_t)MAX_SLOTS || (count > 0 && !handles))
@@ -348,7 +350,7 @@ static int64_t tape_skip_grads(arena_t *A, int64_t id, const int64_t *handles, i
  * (bit for bit), or the common length if they are the same. */
 static int64_t tape_diff(arena_t *A, int64_t id_a, int64_t id_b)
 {
-    tape_t *a = tape_lookup(id_a), *b = tape_lookup(id_b);
+    tape_t *a = tape_lookup(A, id_a), *b = tape_lookup(A, id_b);
     if (!a || !b)
         return PG_ERR_TAPE;
     uint32_t n = a->count < b->count ? a->count : b->count;
@@ -395,7 +397,7 @@ void pg_tape_ref_clear(pg_tape_ref *ref)
         pg_tape_free(ref->tape);
     }
 }
-int64_t pg_tape_length(int64_t tape) { PG_LOCKED(tape_length(tape)); }
+int64_t pg_tape_length(int64_t tape) { PG_LOCKED(tape_length(&pg_the_arena, tape)); }
 int64_t pg_tape_node(int64_t tape, int64_t i) { PG_LOCKED(tape_node(&pg_the_arena, tape, i)); }
 int64_t pg_tape_backward(int64_t tape, int64_t end)
 {

@@ -60,7 +60,7 @@ static int64_t make_with_const(arena_t *A, uint8_t op, uint32_t a, double k, uin
 static int64_t make_pow_const(arena_t *A, uint32_t a, double k, uint8_t flags, uint32_t *slot)
 {
     uint32_t kids[1] = {a};
-    return pg_make_op(A, PG_OP_POW, kids, 1, k, flags, slot);
+    return pg_make_op(A, PG_OP_POW_CONST, kids, 1, k, flags, slot);
 }
 
 /* --- the C API: making nodes ------------------------------------------------
@@ -160,7 +160,7 @@ static int64_t make_rpow_const(arena_t *A, uint32_t b, double k)
     int64_t h = make_leaf(A, k, &base);
     if (h < 0)
         return h;
-    return pg_drop_temporary(A, base, make_binary(A, PG_OP_POWV, base, b, NULL));
+    return pg_drop_temporary(A, base, make_binary(A, PG_OP_POW, base, b, NULL));
 }
 
 static int64_t api_sub(int64_t ha, int64_t hb)
@@ -239,18 +239,18 @@ static int64_t api_custom_node(double data, const int64_t *children, int64_t cou
     int recording = pg_grad_enabled();
     if (!recording)
         count = 0;
-    uint32_t *kids = malloc((size_t)(count ? count : 1) * sizeof *kids);
-    if (!kids)
+    uint32_t *slots = malloc((size_t)(count ? count : 1) * sizeof *slots);
+    if (!slots)
         return PG_ERR_NOMEM;
     int64_t h = PG_ERR_HANDLE;
-    if (pg_lookup_all(A, children, count, kids)) {
+    if (pg_lookup_all(A, children, count, slots)) {
         h = pg_nursery_reserve(A, 1);
         if (h == PG_OK)
-            h = hand_out(A, pg_node_new(A, recording ? PG_OP_CUSTOM : PG_OP_LEAF, data, kids,
+            h = hand_out(A, pg_node_new(A, recording ? PG_OP_CUSTOM : PG_OP_LEAF, data, slots,
                                         (uint32_t)count, NULL),
-                         kids, (size_t)count);
+                         slots, (size_t)count);
     }
-    free(kids);
+    free(slots);
     return h;
 }
 
@@ -269,7 +269,7 @@ static int64_t api_set_custom_backward(int64_t h)
 int64_t pg_leaf(double data) { PG_LOCKED(api_leaf(data)); }
 int64_t pg_add(int64_t a, int64_t b) { PG_LOCKED(api_binary(PG_OP_ADD, a, b)); }
 int64_t pg_mul(int64_t a, int64_t b) { PG_LOCKED(api_binary(PG_OP_MUL, a, b)); }
-int64_t pg_pow(int64_t a, int64_t b) { PG_LOCKED(api_binary(PG_OP_POWV, a, b)); }
+int64_t pg_pow(int64_t a, int64_t b) { PG_LOCKED(api_binary(PG_OP_POW, a, b)); }
 int64_t pg_add_const(int64_t a, double k) { PG_LOCKED(api_with_const(PG_OP_ADD, a, k)); }
 int64_t pg_mul_const(int64_t a, double k) { PG_LOCKED(api_with_const(PG_OP_MUL, a, k)); }
 int64_t pg_sub(int64_t a, int64_t b) { PG_LOCKED(api_sub(a, b)); }
@@ -278,11 +278,10 @@ int64_t pg_div(int64_t a, int64_t b) { PG_LOCKED(api_div(a, b)); }
 int64_t pg_rdiv_const(int64_t a, double k) { PG_LOCKED(api_rdiv_const(a, k)); }
 int64_t pg_pow_const(int64_t a, double k, int32_t flags) { PG_LOCKED(api_pow_const(a, k, flags)); }
 int64_t pg_rpow_const(int64_t b, double k) { PG_LOCKED(api_rpow_const(b, k)); }
-int64_t pg_relu(int64_t a) { PG_LOCKED(api_unary(PG_OP_RELU, a)); }
-int64_t pg_tanh(int64_t a) { PG_LOCKED(api_unary(PG_OP_TANH, a)); }
-int64_t pg_exp(int64_t a) { PG_LOCKED(api_unary(PG_OP_EXP, a)); }
-int64_t pg_log(int64_t a) { PG_LOCKED(api_unary(PG_OP_LOG, a)); }
-int64_t pg_sigmoid(int64_t a) { PG_LOCKED(api_unary(PG_OP_SIGMOID, a)); }
+#define UNARY_API(TAG, name, op) \
+    int64_t pg_##name(int64_t a) { PG_LOCKED(api_unary(PG_OP_##TAG, a)); }
+PG_UNARY_OPS(UNARY_API)
+#undef UNARY_API
 
 int64_t pg_custom_node(double data, const int64_t *children, int64_t count)
 {
@@ -290,3 +289,12 @@ int64_t pg_custom_node(double data, const int64_t *children, int64_t count)
 }
 
 int64_t pg_set_custom_backward(int64_t h) { PG_LOCKED(api_set_custom_backward(h)); }
+
+/* The op table's third column; it never changes, so no lock. */
+const char *pg_op_name(int64_t op)
+{
+#define OP_NAME(TAG, name, op) [PG_OP_##TAG] = op,
+    static const char *const names[PG_OP_COUNT] = {PG_OPS(OP_NAME)};
+#undef OP_NAME
+    return op >= 0 && op < PG_OP_COUNT ? names[op] : NULL;
+}

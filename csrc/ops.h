@@ -107,38 +107,42 @@ static inline double stable_sigmoid(double x)
 #define G (A->grad)
 
 /* ADD: out = a + b */
-static inline void add_forward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t add_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     D[n] = D[k[0]] + D[k[1]];
+    return PG_OK;
 }
 
-static inline void add_backward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t add_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += G[n];
     G[k[1]] += G[n];
+    return PG_OK;
 }
 
 /* MUL: out = a * b */
-static inline void mul_forward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t mul_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     D[n] = D[k[0]] * D[k[1]];
+    return PG_OK;
 }
 
-static inline void mul_backward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t mul_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += D[k[1]] * G[n];
     G[k[1]] += D[k[0]] * G[n];
+    return PG_OK;
 }
 
-/* POW: out = a ** e, e a constant (the node's exponent). */
-static inline int64_t pow_forward(arena_t *A, uint32_t n, const uint32_t *k)
+/* POW_CONST: out = a ** e, e a constant (the node's exponent). */
+static inline int64_t pow_const_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     return py_pow(D[k[0]], A->exponent[n], &D[n]);
 }
 
 /* micrograd: (e * a**(e-1)) * out.grad, which raises in Python for 0.0 ** a
  * negative power, so it fails here too. */
-static inline int64_t pow_backward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t pow_const_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     double e = A->exponent[n], power;
     int64_t rc = py_pow(D[k[0]], e - 1.0, &power);
@@ -148,21 +152,22 @@ static inline int64_t pow_backward(arena_t *A, uint32_t n, const uint32_t *k)
     return PG_OK;
 }
 
-/* POWV: out = a ** b, b a Value. */
-static inline int64_t powv_forward(arena_t *A, uint32_t n, const uint32_t *k)
+/* POW: out = a ** b, b a Value. */
+static inline int64_t pow_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     return py_pow(D[k[0]], D[k[1]], &D[n]);
 }
 
 /* d/da = b * a**(b-1); d/db = out * log(a).  Like PyTorch, each is 0 where
  * its formula is 0 * inf (b == 0; a == 0 with b >= 0). */
-static inline void powv_backward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t pow_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     double a = D[k[0]], b = D[k[1]];
     double da = b == 0.0 ? 0.0 : b * pow(a, b - 1.0);
     double db = a == 0.0 && b >= 0.0 ? 0.0 : D[n] * log(a);
     G[k[0]] += da * G[n];
     G[k[1]] += db * G[n];
+    return PG_OK;
 }
 
 /* RELU: out = 0 if a < 0 else a (so relu(-0.0) is -0.0, as in micrograd).
@@ -172,27 +177,31 @@ static inline double relu_value(double a) { return a < 0.0 ? 0.0 : a; }
 /* micrograd: (out.data > 0) * out.grad */
 static inline double relu_grad(double out, double g) { return (double)(out > 0.0) * g; }
 
-static inline void relu_forward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t relu_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     D[n] = relu_value(D[k[0]]);
+    return PG_OK;
 }
 
-static inline void relu_backward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t relu_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += relu_grad(D[n], G[n]);
+    return PG_OK;
 }
 
 /* TANH: out = tanh(a) */
 static inline double tanh_grad(double out, double g) { return (1.0 - out * out) * g; }
 
-static inline void tanh_forward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t tanh_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     D[n] = tanh(D[k[0]]);
+    return PG_OK;
 }
 
-static inline void tanh_backward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t tanh_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += tanh_grad(D[n], G[n]);
+    return PG_OK;
 }
 
 /* EXP: out = exp(a) */
@@ -201,9 +210,10 @@ static inline int64_t exp_forward(arena_t *A, uint32_t n, const uint32_t *k)
     return py_exp(D[k[0]], &D[n]);
 }
 
-static inline void exp_backward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t exp_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += D[n] * G[n];
+    return PG_OK;
 }
 
 /* LOG: out = log(a) */
@@ -212,28 +222,31 @@ static inline int64_t log_forward(arena_t *A, uint32_t n, const uint32_t *k)
     return py_log(D[k[0]], &D[n]);
 }
 
-static inline void log_backward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t log_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += G[n] / D[k[0]];
+    return PG_OK;
 }
 
 /* SIGMOID: out = 1 / (1 + exp(-a)) */
-static inline void sigmoid_forward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t sigmoid_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     D[n] = stable_sigmoid(D[k[0]]);
+    return PG_OK;
 }
 
 static inline double sigmoid_grad(double out, double g) { return out * (1.0 - out) * g; }
 
-static inline void sigmoid_backward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t sigmoid_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     G[k[0]] += sigmoid_grad(D[n], G[n]);
+    return PG_OK;
 }
 
 /* DOT: out = b + w[0]*x[0] + w[1]*x[1] + ..., children (b, w[0..m), x[0..m)).
  * A neuron's pre-activation: summed left to right from b, exactly as
  * micrograd's sum((wi*xi for wi, xi in zip(w, x)), b) rounds. */
-static inline void dot_forward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t dot_forward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     uint32_t m = (A->arity[n] - 1) / 2;
     const uint32_t *w = k + 1, *x = k + 1 + m;
@@ -241,9 +254,10 @@ static inline void dot_forward(arena_t *A, uint32_t n, const uint32_t *k)
     for (uint32_t i = 0; i < m; i++)
         acc = acc + D[w[i]] * D[x[i]];
     D[n] = acc;
+    return PG_OK;
 }
 
-static inline void dot_backward(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t dot_backward(arena_t *A, uint32_t n, const uint32_t *k)
 {
     uint32_t m = (A->arity[n] - 1) / 2;
     const uint32_t *w = k + 1, *x = k + 1 + m;
@@ -252,26 +266,21 @@ static inline void dot_backward(arena_t *A, uint32_t n, const uint32_t *k)
         G[w[i]] += D[x[i]] * G[n];
         G[x[i]] += D[w[i]] * G[n];
     }
+    return PG_OK;
 }
 
-/* Recompute a node's value from its children's. */
+/* Recompute a node's value from its children's: PG_OK, or the error the
+ * forward raises in Python.  Leaves and custom ops keep the value they were
+ * given. */
 static inline int64_t op_forward(arena_t *A, uint32_t n)
 {
     const uint32_t *k = children_of(A, n);
     switch (A->op[n]) {
-    case PG_OP_ADD: add_forward(A, n, k); break;
-    case PG_OP_MUL: mul_forward(A, n, k); break;
-    case PG_OP_POW: return pow_forward(A, n, k);
-    case PG_OP_POWV: return powv_forward(A, n, k);
-    case PG_OP_RELU: relu_forward(A, n, k); break;
-    case PG_OP_TANH: tanh_forward(A, n, k); break;
-    case PG_OP_EXP: return exp_forward(A, n, k);
-    case PG_OP_LOG: return log_forward(A, n, k);
-    case PG_OP_SIGMOID: sigmoid_forward(A, n, k); break;
-    case PG_OP_DOT: dot_forward(A, n, k); break;
-    default: break; /* leaves and custom ops keep the value they were given */
+#define FORWARD_CASE(TAG, name, op) case PG_OP_##TAG: return name##_forward(A, n, k);
+        PG_COMPUTED_OPS(FORWARD_CASE)
+#undef FORWARD_CASE
+    default: return PG_OK;
     }
-    return PG_OK;
 }
 
 /* One node's local backward step.  Leaves and custom ops do nothing here. */
@@ -279,19 +288,11 @@ static inline int64_t op_backward(arena_t *A, uint32_t n)
 {
     const uint32_t *k = children_of(A, n);
     switch (A->op[n]) {
-    case PG_OP_ADD: add_backward(A, n, k); break;
-    case PG_OP_MUL: mul_backward(A, n, k); break;
-    case PG_OP_POW: return pow_backward(A, n, k);
-    case PG_OP_POWV: powv_backward(A, n, k); break;
-    case PG_OP_RELU: relu_backward(A, n, k); break;
-    case PG_OP_TANH: tanh_backward(A, n, k); break;
-    case PG_OP_EXP: exp_backward(A, n, k); break;
-    case PG_OP_LOG: log_backward(A, n, k); break;
-    case PG_OP_SIGMOID: sigmoid_backward(A, n, k); break;
-    case PG_OP_DOT: dot_backward(A, n, k); break;
-    default: break;
+#define BACKWARD_CASE(TAG, name, op) case PG_OP_##TAG: return name##_backward(A, n, k);
+        PG_COMPUTED_OPS(BACKWARD_CASE)
+#undef BACKWARD_CASE
+    default: return PG_OK;
     }
-    return PG_OK;
 }
 
 #undef D

@@ -1,8 +1,9 @@
 /* pygrad C API: the single source of truth.
  *
- * cffi's cdef parses this file verbatim (csrc/build.py), so it holds only what
- * cffi's parser accepts: no #include, no #ifdef, fixed-width types.  The .c
- * files include <stdint.h> before it.
+ * cffi's cdef is this file run through the C preprocessor (csrc/build.py), so
+ * it holds only what cffi's parser accepts once macros are expanded: no
+ * #include, fixed-width types, constants as enums.  The .c files include
+ * <stdint.h> before it.
  *
  * A node is named by a handle: a slot index and a generation.  Every function
  * validates the handles it is given and returns a negative pg_status instead of
@@ -36,22 +37,43 @@ enum pg_layout {
     PG_SWEEP_EVERY = 2048     /* handles in the nursery that make a sweep due */
 };
 
-/* Op tags.  Forward and backward are a switch on these (csrc/ops.c). */
-enum pg_op {
-    PG_OP_FREE = 0,     /* slot on the free list */
-    PG_OP_LEAF = 1,     /* Value(x) */
-    PG_OP_ADD = 2,      /* a + b */
-    PG_OP_MUL = 3,      /* a * b */
-    PG_OP_POW = 4,      /* a ** k, k a constant (the node's exponent) */
-    PG_OP_POWV = 5,     /* a ** b, b a Value */
-    PG_OP_RELU = 6,
-    PG_OP_TANH = 7,
-    PG_OP_EXP = 8,
-    PG_OP_LOG = 9,
-    PG_OP_SIGMOID = 10,
-    PG_OP_CUSTOM = 11,  /* custom op: value given, backward is a Python callable */
-    PG_OP_DOT = 12      /* b + w[0]*x[0] + ... : a neuron, children (b, w..., x...) */
-};
+/* The op table: every node's op tag, in one place (an X-macro, as Lua's
+ * lopcodes.h).  X(TAG, name, op):
+ *   TAG   the tag, PG_OP_TAG (pg_op);
+ *   name  for a computed op, csrc/ops.h's name_forward and name_backward
+ *         compute it; for a unary op, pg_name makes it and Value.name calls that;
+ *   op    micrograd's _op string (pg_op_name).
+ * A unary op is one row of PG_UNARY_OPS, its forward and backward in ops.h, its
+ * Value method and its test: the switches, pg_<name>, the Python op names and
+ * the tests' lists of ops all come from here.
+ *
+ * cffi cannot read macros, so csrc/build.py gives it this header run through
+ * the C preprocessor: what it sees is the expanded enum and declarations. */
+#define PG_UNARY_OPS(X)                 \
+    X(RELU, relu, "ReLU")               \
+    X(TANH, tanh, "tanh")               \
+    X(EXP, exp, "exp")                  \
+    X(LOG, log, "log")                  \
+    X(SIGMOID, sigmoid, "sigmoid")
+
+#define PG_COMPUTED_OPS(X)                                                  \
+    X(ADD, add, "+")                /* a + b */                             \
+    X(MUL, mul, "*")                /* a * b */                             \
+    X(POW_CONST, pow_const, "**")   /* a ** k, k the node's exponent */     \
+    X(POW, pow, "**")               /* a ** b, b a Value */                 \
+    PG_UNARY_OPS(X)                                                         \
+    X(DOT, dot, "dot")              /* b + w[0]*x[0] + ...: a neuron, */    \
+                                    /* children (b, w..., x...) */
+
+#define PG_OPS(X)                                                           \
+    X(FREE, free, "")               /* a slot on the free list */           \
+    X(LEAF, leaf, "")               /* Value(x) */                          \
+    X(CUSTOM, custom, "")           /* value given, backward in Python */   \
+    PG_COMPUTED_OPS(X)
+
+#define PG_OP_TAG(TAG, name, op) PG_OP_##TAG,
+enum pg_op { PG_OPS(PG_OP_TAG) PG_OP_COUNT };
+#undef PG_OP_TAG
 
 /* Activations of pg_layer and pg_mlp: the node each neuron's DOT node goes
  * through, computed as pg_relu, pg_tanh and pg_sigmoid compute it. */
@@ -63,8 +85,10 @@ enum pg_activation {
 };
 
 /* Node flags (pg_flags). */
-#define PG_FLAG_INT_EXPONENT 1   /* POW exponent was a Python int: '**2', not '**2.0' */
-#define PG_FLAG_BOOL_EXPONENT 2  /* ... a bool: '**True' */
+enum pg_flag {
+    PG_FLAG_INT_EXPONENT = 1,   /* POW_CONST's exponent was a Python int: '**2', not '**2.0' */
+    PG_FLAG_BOOL_EXPONENT = 2   /* ... a bool: '**True' */
+};
 
 /* --- making nodes --------------------------------------------------------- */
 int64_t pg_leaf(double data);
@@ -79,11 +103,9 @@ int64_t pg_rdiv_const(int64_t a, double k);      /* (a ** -1) * Value(k): k / a 
 int64_t pg_pow_const(int64_t a, double k, int32_t flags);
 int64_t pg_pow(int64_t a, int64_t b);            /* a ** b, b a Value */
 int64_t pg_rpow_const(int64_t b, double k);      /* Value(k) ** b */
-int64_t pg_relu(int64_t a);
-int64_t pg_tanh(int64_t a);
-int64_t pg_exp(int64_t a);
-int64_t pg_log(int64_t a);
-int64_t pg_sigmoid(int64_t a);
+#define PG_UNARY_DECLARATION(TAG, name, op) int64_t pg_##name(int64_t a);
+PG_UNARY_OPS(PG_UNARY_DECLARATION)                 /* pg_relu(a), pg_tanh(a), ... */
+#undef PG_UNARY_DECLARATION
 /* A whole layer of micrograd Neurons in one call: for j < nout,
  *   out[j] = act(b[j] + w[j*nin + 0]*x[0] + ... + w[j*nin + nin-1]*x[nin-1])
  * as DOT nodes (and RELU, TANH or SIGMOID nodes over them, by act, a
@@ -123,6 +145,7 @@ int64_t pg_set_grad(int64_t h, double value);
 int64_t pg_set_data_many(const int64_t *handles, const double *values, int64_t count);
 int64_t pg_valid(int64_t h);                    /* 1 live, 0 not */
 int64_t pg_op(int64_t h);                       /* a pg_op tag */
+const char *pg_op_name(int64_t op);          /* micrograd's _op string for a tag; NULL if none */
 int64_t pg_flags(int64_t h);
 double pg_exponent(int64_t h);                  /* POW's constant exponent */
 int64_t pg_child_count(int64_t h);

@@ -427,13 +427,11 @@ static uint32_t record_size(uint8_t kind)
     switch (kind) {
     case PG_OP_ADD:
     case PG_OP_MUL:
-    case PG_OP_POWV: return 3;
-    case PG_OP_POW:
-    case PG_OP_RELU:
-    case PG_OP_TANH:
-    case PG_OP_EXP:
-    case PG_OP_LOG:
-    case PG_OP_SIGMOID: return 2;
+    case PG_OP_POW: return 3;
+#define UNARY_CASE(TAG, name, op) case PG_OP_##TAG:
+    PG_UNARY_OPS(UNARY_CASE)
+#undef UNARY_CASE
+    case PG_OP_POW_CONST: return 2;
     default: return 1;
     }
 }
@@ -1385,9 +1383,6 @@ fail:
  * in the loop. */
 
 #define EACH_FORWARD(fn, size)                                           \
-    for (const uint32_t *o = ops; o < ops + (size) * count; o += (size)) \
-        fn(A, o[0], o + 1);
-#define EACH_FORWARD_CHECKED(fn, size)                                   \
     for (const uint32_t *o = ops; o < ops + (size) * count; o += (size)) { \
         int64_t rc = fn(A, o[0], o + 1);                                 \
         if (rc < 0)                                                      \
@@ -1396,7 +1391,9 @@ fail:
 #define EACH_BACKWARD(fn, size)                                          \
     for (const uint32_t *o = ops + (size) * count; o > ops;) {           \
         o -= (size);                                                     \
-        fn(A, o[0], o + 1);                                              \
+        int64_t rc = fn(A, o[0], o + 1);                                 \
+        if (rc < 0)                                                      \
+            return rc;                                                   \
     }
 #define EACH_DOT(fn)                                                     \
     for (uint32_t i = 0; i < count; i++)                                 \
@@ -1405,18 +1402,18 @@ fail:
     for (uint32_t i = count; i-- > 0;)                                   \
         fn(A, ops[i], children_of(A, ops[i]));
 
+/* (The ops that cannot fail return a constant PG_OK, so the check on each
+ * node compiles away where they are inlined.) */
 static int64_t run_forward(arena_t *A, uint8_t kind, const uint32_t *ops, uint32_t count)
 {
     switch (kind) {
     case PG_OP_ADD: EACH_FORWARD(add_forward, 3); break;
     case PG_OP_MUL: EACH_FORWARD(mul_forward, 3); break;
-    case PG_OP_POW: EACH_FORWARD_CHECKED(pow_forward, 2); break;
-    case PG_OP_POWV: EACH_FORWARD_CHECKED(powv_forward, 3); break;
-    case PG_OP_RELU: EACH_FORWARD(relu_forward, 2); break;
-    case PG_OP_TANH: EACH_FORWARD(tanh_forward, 2); break;
-    case PG_OP_EXP: EACH_FORWARD_CHECKED(exp_forward, 2); break;
-    case PG_OP_LOG: EACH_FORWARD_CHECKED(log_forward, 2); break;
-    case PG_OP_SIGMOID: EACH_FORWARD(sigmoid_forward, 2); break;
+    case PG_OP_POW_CONST: EACH_FORWARD(pow_const_forward, 2); break;
+    case PG_OP_POW: EACH_FORWARD(pow_forward, 3); break;
+#define UNARY_FORWARD(TAG, name, op) case PG_OP_##TAG: EACH_FORWARD(name##_forward, 2); break;
+    PG_UNARY_OPS(UNARY_FORWARD)
+#undef UNARY_FORWARD
     case PG_OP_DOT:
     case KIND_DOT_NO_X: EACH_DOT(dot_forward); break;
     default: break; /* leaves (and custom ops, which a replay refuses) keep their values */
@@ -1425,7 +1422,7 @@ static int64_t run_forward(arena_t *A, uint8_t kind, const uint32_t *ops, uint32
 }
 
 /* DOT's backward without the grads into its inputs x. */
-static inline void dot_backward_weights(arena_t *A, uint32_t n, const uint32_t *k)
+static inline int64_t dot_backward_weights(arena_t *A, uint32_t n, const uint32_t *k)
 {
     uint32_t m = (A->arity[n] - 1) / 2;
     const uint32_t *w = k + 1, *x = k + 1 + m;
@@ -1434,6 +1431,7 @@ static inline void dot_backward_weights(arena_t *A, uint32_t n, const uint32_t *
     G[k[0]] += G[n];
     for (uint32_t i = 0; i < m; i++)
         G[w[i]] += D[x[i]] * G[n];
+    return PG_OK;
 }
 
 static int64_t run_backward(arena_t *A, uint8_t kind, const uint32_t *ops, uint32_t count)
@@ -1441,20 +1439,11 @@ static int64_t run_backward(arena_t *A, uint8_t kind, const uint32_t *ops, uint3
     switch (kind) {
     case PG_OP_ADD: EACH_BACKWARD(add_backward, 3); break;
     case PG_OP_MUL: EACH_BACKWARD(mul_backward, 3); break;
-    case PG_OP_POW:
-        for (const uint32_t *o = ops + 2 * count; o > ops;) {
-            o -= 2;
-            int64_t rc = pow_backward(A, o[0], o + 1);
-            if (rc < 0)
-                return rc;
-        }
-        break;
-    case PG_OP_POWV: EACH_BACKWARD(powv_backward, 3); break;
-    case PG_OP_RELU: EACH_BACKWARD(relu_backward, 2); break;
-    case PG_OP_TANH: EACH_BACKWARD(tanh_backward, 2); break;
-    case PG_OP_EXP: EACH_BACKWARD(exp_backward, 2); break;
-    case PG_OP_LOG: EACH_BACKWARD(log_backward, 2); break;
-    case PG_OP_SIGMOID: EACH_BACKWARD(sigmoid_backward, 2); break;
+    case PG_OP_POW_CONST: EACH_BACKWARD(pow_const_backward, 2); break;
+    case PG_OP_POW: EACH_BACKWARD(pow_backward, 3); break;
+#define UNARY_BACKWARD(TAG, name, op) case PG_OP_##TAG: EACH_BACKWARD(name##_backward, 2); break;
+    PG_UNARY_OPS(UNARY_BACKWARD)
+#undef UNARY_BACKWARD
     case PG_OP_DOT: EACH_DOT_BACKWARD(dot_backward); break;
     case KIND_DOT_NO_X: EACH_DOT_BACKWARD(dot_backward_weights); break;
     default: break;
@@ -1496,6 +1485,7 @@ static int64_t backward_in_tape_order(arena_t *A, const pg_plan *plan)
 
 int64_t pg_plan_forward(arena_t *A, pg_plan *plan)
 {
+    ASSERT_LOCKED();
     A->data_writes++;
     for (uint32_t i = 0; i < plan->n_steps; i++) {
         const step_t *step = &plan->steps[i];
@@ -1512,6 +1502,7 @@ int64_t pg_plan_forward(arena_t *A, pg_plan *plan)
 
 int64_t pg_plan_backward(arena_t *A, const pg_plan *plan)
 {
+    ASSERT_LOCKED();
     const int values_unchanged = plan->forward_writes == A->data_writes;
     double *G = A->grad;
     for (uint32_t i = 0; i < plan->n_zero; i++)

@@ -397,10 +397,8 @@ def _picklable_state(value):
 
 # --- micrograd's op strings and backward steps -------------------------------------
 
-_OP_NAMES = {lib.PG_OP_LEAF: "", lib.PG_OP_ADD: "+", lib.PG_OP_MUL: "*",
-             lib.PG_OP_POWV: "**", lib.PG_OP_RELU: "ReLU", lib.PG_OP_TANH: "tanh",
-             lib.PG_OP_EXP: "exp", lib.PG_OP_LOG: "log", lib.PG_OP_SIGMOID: "sigmoid",
-             lib.PG_OP_DOT: "dot", lib.PG_OP_CUSTOM: ""}
+# From the C op table (csrc/pygrad.h): tag -> micrograd's _op string.
+_OP_NAMES = {tag: ffi.string(lib.pg_op_name(tag)).decode() for tag in range(lib.PG_OP_COUNT)}
 
 
 def _op_of(h):
@@ -409,7 +407,7 @@ def _op_of(h):
     if state is not None and "_op" in state:
         return state["_op"]
     tag = check(lib.pg_op(h))
-    if tag == lib.PG_OP_POW:
+    if tag == lib.PG_OP_POW_CONST:
         exponent, flags = lib.pg_exponent(h), lib.pg_flags(h)
         if flags & lib.PG_FLAG_BOOL_EXPONENT:
             return f"**{bool(exponent)}"

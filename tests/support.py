@@ -22,6 +22,18 @@ def settle():
     raise AssertionError("live node count never settled")
 
 
+def unary_ops():
+    """The op table's unary ops (PG_UNARY_OPS in csrc/pygrad.h), in tag order:
+    each name is a tag PG_OP_NAME, a C function pg_name(a) and a Value method."""
+    from pygrad._core import ffi, lib
+
+    tags = sorted(ffi.typeof("enum pg_op").relements.items(), key=lambda item: item[1])
+    names = [tag[len("PG_OP_"):].lower() for tag, _ in tags]
+    return [name for name in names
+            if hasattr(lib, f"pg_{name}")
+            and [a.cname for a in ffi.typeof(getattr(lib, f"pg_{name}")).args] == ["int64_t"]]
+
+
 def rss_bytes():
     """This process's resident set size, from /proc."""
     with open("/proc/self/statm") as f:

@@ -40,7 +40,7 @@ from pygrad._core import PygradError, StaleValueError, ffi, lib
 from pygrad.nn import MLP
 from pygrad.optim import SGD, Adam
 
-from support import cube, readme_example, settle
+from support import cube, readme_example, settle, unary_ops
 
 MV = micrograd.engine.Value
 
@@ -171,13 +171,13 @@ SIGNATURES = {
     "pg_leaf": "d", "pg_add": "hh", "pg_mul": "hh", "pg_sub": "hh", "pg_div": "hh",
     "pg_pow": "hh", "pg_add_const": "hd", "pg_mul_const": "hd", "pg_rsub_const": "hd",
     "pg_rdiv_const": "hd", "pg_rpow_const": "hd", "pg_pow_const": "hdf",
-    "pg_relu": "h", "pg_tanh": "h", "pg_exp": "h", "pg_log": "h", "pg_sigmoid": "h",
+    **{f"pg_{name}": "h" for name in unary_ops()},  # the op table's
     "pg_layer": ["hs", "hs", "hs", "n", "n", "f", "ho"],
     "pg_mlp": ["hs", "n", "ns", "fs", "n", "hs", "ho"],
     "pg_custom_node": ["d", "hs", "n"], "pg_set_custom_backward": "h",
     "pg_retain": "h", "pg_release": "h", "pg_release_many": ["hs", "n"],
     "pg_data": "h", "pg_grad": "h", "pg_set_data": "hd", "pg_set_grad": "hd",
-    "pg_set_data_many": ["hs", "ds", "n"], "pg_valid": "h", "pg_op": "h", "pg_flags": "h",
+    "pg_set_data_many": ["hs", "ds", "n"], "pg_valid": "h", "pg_op": "h", "pg_op_name": "e", "pg_flags": "h",
     "pg_exponent": "h", "pg_child_count": "h", "pg_child_retain": "hi",
     "pg_parent_refs": "h", "pg_external_refs": "h",
     "pg_backward": "h", "pg_node_backward": "h",
@@ -230,7 +230,7 @@ def valid_args(name, sb):
         "pg_sweep_end": [[sb.a], 1, [sb.freed], 1],
         "pg_child_retain": [sb.c, 0], "pg_tape_node": [sb.tape, 0],
         "pg_tape_backward": [sb.tape, 0], "pg_pow_const": [sb.a, 2.0, 0],
-        "pg_python_layer": [0], "pg_set_node_limit": [0],
+        "pg_python_layer": [0], "pg_set_node_limit": [0], "pg_op_name": [lib.PG_OP_ADD],
     }
     if name in table:
         return table[name]
@@ -785,8 +785,7 @@ class RawArena(RuleBasedStateMachine):
         else:  # math errors (0 ** -1, ...) make nothing
             assert h in (lib.PG_ERR_ZERODIV, lib.PG_ERR_OVERFLOW, lib.PG_ERR_COMPLEX), h
 
-    @rule(data=st.data(), op=st.sampled_from(["pg_relu", "pg_tanh", "pg_exp", "pg_log",
-                                             "pg_sigmoid"]))
+    @rule(data=st.data(), op=st.sampled_from([f"pg_{name}" for name in unary_ops()]))
     def unary(self, data, op):
         pool = self.known()
         assume(pool)
@@ -983,8 +982,7 @@ class RawArena(RuleBasedStateMachine):
         good = data.draw(st.sampled_from(self.known() or [bad]))
         for fn in (lib.pg_add, lib.pg_mul, lib.pg_sub, lib.pg_div, lib.pg_pow):
             assert fn(good, bad) == ERR_HANDLE and fn(bad, good) == ERR_HANDLE
-        for fn in (lib.pg_relu, lib.pg_tanh, lib.pg_exp, lib.pg_log, lib.pg_sigmoid,
-                   lib.pg_retain, lib.pg_release, lib.pg_backward, lib.pg_node_backward,
+        for fn in (*(getattr(lib, f"pg_{name}") for name in unary_ops()), lib.pg_retain, lib.pg_release, lib.pg_backward, lib.pg_node_backward,
                    lib.pg_set_custom_backward, lib.pg_tape_record, lib.pg_op, lib.pg_flags,
                    lib.pg_child_count, lib.pg_parent_refs, lib.pg_external_refs,
                    lib.pg_set_stateful):
