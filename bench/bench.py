@@ -84,9 +84,19 @@ import numpy as np
 import pygrad
 import pygrad.nn
 import pygrad.optim
-from pygrad.demo import learning_rate, make_moons, micrograd_nn_using, sgd_step, svm_loss
 
-import dense
+# The demo's data, loss and step, as the tests use them (tests/micrograd_demo.py).
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
+import dense  # noqa: E402
+from micrograd_demo import (  # noqa: E402
+    learning_rate,
+    make_moons,
+    micrograd_nn_using,
+    sgd_step,
+    svm_loss,
+    svm_loss_on,
+)
 
 SEED = 1337
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -191,9 +201,7 @@ def replay_step(model, workload):
     X, y = demo_data(workload)
     xs = [[pygrad.Value(a), pygrad.Value(b)] for a, b in X]
     ys = [pygrad.Value(label) for label in y]
-    scores = list(map(model, xs))
-    losses = [(1 + -yi * si).relu() for yi, si in zip(ys, scores)]
-    loss = sum(losses) * (1.0 / len(losses)) + 1e-4 * sum(p * p for p in model.parameters())
+    loss, _ = svm_loss_on(model, xs, ys)
     replay = pygrad.Replay(loss, inputs=[v for row in xs for v in row] + ys,
                            inputs_require_grad=False)  # as torch's data tensors
     optimizer = pygrad.optim.SGD(model.parameters(), lr=1.0)

@@ -36,7 +36,8 @@ ffibuilder.set_source(
     '#include <stdint.h>\n#include "pygrad.h"\n',
     # Relative paths: setuptools wants them relative to setup.py.
     sources=[f"csrc/{name}" for name in SOURCES],
-    depends=["csrc/pygrad.h", "csrc/arena.h", "csrc/ops.h", "csrc/cflags"],  # rebuild when these change
+    # rebuild when these change
+    depends=["csrc/pygrad.h", "csrc/arena.h", "csrc/ops.h", "csrc/cflags"],
     include_dirs=["csrc"],
     # -fvisibility=hidden: only the C API is exported (csrc/arena.h), so
     # internal calls bind directly, not through the PLT.

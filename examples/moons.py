@@ -2,10 +2,11 @@
 
     python examples/moons.py [--steps 100] [--out out/] [--micrograd-steps 3]
 
-The training loop is micrograd's demo notebook with two imports changed
-(pygrad.Value and pygrad.nn.MLP).  It writes the decision boundary and the
-loss curve as PNG files, and times a few steps of micrograd itself on the same
-data and model to say how long micrograd would have taken for the same run.
+The training loop is micrograd's demo notebook (demo.ipynb) with its imports
+changed to pygrad's: the same data (scikit-learn's make_moons), the same SVM
+max-margin loss with L2, the same update.  It writes the decision boundary and
+the loss curve as PNG files, and times a few steps of micrograd itself on the
+same data and model to say how long micrograd would have taken for the run.
 """
 import argparse
 import os
@@ -17,12 +18,43 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
+from sklearn.datasets import make_moons  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import pygrad  # noqa: E402
 from pygrad import Value  # noqa: E402
-from pygrad.demo import make_moons, sgd_step  # noqa: E402
 from pygrad.nn import MLP  # noqa: E402
+
+
+def loss(model, X, y, Value=Value):
+    """The notebook's loss: SVM max-margin over every point, plus L2."""
+    inputs = [list(map(Value, xrow)) for xrow in X]
+    # forward the model to get scores
+    scores = list(map(model, inputs))
+    # svm "max-margin" loss
+    losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
+    data_loss = sum(losses) * (1.0 / len(losses))
+    # L2 regularization
+    alpha = 1e-4
+    reg_loss = alpha * sum(p * p for p in model.parameters())
+    total_loss = data_loss + reg_loss
+    # also get accuracy
+    accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
+    return total_loss, sum(accuracy) / len(accuracy)
+
+
+def step(model, X, y, k, Value=Value):
+    """One step of the notebook's optimization loop; (loss, accuracy)."""
+    # forward
+    total_loss, acc = loss(model, X, y, Value)
+    # backward
+    model.zero_grad()
+    total_loss.backward()
+    # update (sgd)
+    learning_rate = 1.0 - 0.9 * k / 100
+    for p in model.parameters():
+        p.data -= learning_rate * p.grad
+    return total_loss.data, acc
 
 
 def train(X, y, steps, seed):
@@ -32,9 +64,9 @@ def train(X, y, steps, seed):
     bar = tqdm(range(steps), desc="training", unit="step", file=sys.stdout)
     start = time.perf_counter()
     for k in bar:
-        loss, accuracy = sgd_step(model, X, y, Value, k)
-        history.append((loss, accuracy))
-        bar.set_postfix(loss=f"{loss:.4f}", accuracy=f"{accuracy:.0%}")
+        total_loss, acc = step(model, X, y, k)
+        history.append((total_loss, acc))
+        bar.set_postfix(loss=f"{total_loss:.4f}", accuracy=f"{acc:.0%}")
     return model, history, time.perf_counter() - start
 
 
@@ -48,7 +80,7 @@ def micrograd_seconds_per_step(X, y, steps, seed):
     times = []
     for k in range(2 + steps):
         start = time.perf_counter()
-        sgd_step(model, X, y, micrograd.engine.Value, k)
+        step(model, X, y, k, micrograd.engine.Value)
         times.append(time.perf_counter() - start)
     times = sorted(times[2:])
     return times[len(times) // 2]
@@ -91,7 +123,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1337)
     args = parser.parse_args(argv)
 
-    X, y = make_moons(100, noise=0.1, seed=args.seed)
+    X, y = make_moons(n_samples=100, noise=0.1, random_state=args.seed)
+    y = y * 2 - 1  # make y be -1 or 1
+    X, y = X.tolist(), y.tolist()  # Python floats and ints, as micrograd computes with
     model, history, seconds = train(X, y, args.steps, args.seed)
     loss, accuracy = history[-1]
     print(f"pygrad: {args.steps} steps in {seconds:.2f} s "

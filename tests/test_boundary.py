@@ -177,7 +177,8 @@ SIGNATURES = {
     "pg_custom_node": ["d", "hs", "n"], "pg_set_custom_backward": "h",
     "pg_retain": "h", "pg_release": "h", "pg_release_many": ["hs", "n"],
     "pg_data": "h", "pg_grad": "h", "pg_set_data": "hd", "pg_set_grad": "hd",
-    "pg_set_data_many": ["hs", "ds", "n"], "pg_valid": "h", "pg_op": "h", "pg_op_name": "e", "pg_flags": "h",
+    "pg_set_data_many": ["hs", "ds", "n"], "pg_valid": "h", "pg_op": "h", "pg_op_name": "e",
+    "pg_flags": "h",
     "pg_exponent": "h", "pg_child_count": "h", "pg_child_retain": "hi",
     "pg_parent_refs": "h", "pg_external_refs": "h",
     "pg_backward": "h", "pg_node_backward": "h",
@@ -982,7 +983,8 @@ class RawArena(RuleBasedStateMachine):
         good = data.draw(st.sampled_from(self.known() or [bad]))
         for fn in (lib.pg_add, lib.pg_mul, lib.pg_sub, lib.pg_div, lib.pg_pow):
             assert fn(good, bad) == ERR_HANDLE and fn(bad, good) == ERR_HANDLE
-        for fn in (*(getattr(lib, f"pg_{name}") for name in unary_ops()), lib.pg_retain, lib.pg_release, lib.pg_backward, lib.pg_node_backward,
+        unary = [getattr(lib, f"pg_{name}") for name in unary_ops()]
+        for fn in (*unary, lib.pg_retain, lib.pg_release, lib.pg_backward, lib.pg_node_backward,
                    lib.pg_set_custom_backward, lib.pg_tape_record, lib.pg_op, lib.pg_flags,
                    lib.pg_child_count, lib.pg_parent_refs, lib.pg_external_refs,
                    lib.pg_set_stateful):

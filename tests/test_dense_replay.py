@@ -8,18 +8,21 @@ list the nodes in the same order, so position by position every node's data
 and grad must have the same 64 bits (-0.0 is not 0.0).  Each workload also
 checks that the replay really runs dense groups (pg_tape_groups), so that a
 plan falling back to node-by-node would not pass unnoticed."""
+import importlib.util
+import pathlib
 import random
 import struct
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pygrad import Replay, Value
 from pygrad._core import lib
 from pygrad.engine import _Tape
 from pygrad.nn import MLP, Layer
 from pygrad.optim import SGD
+
+from micrograd_demo import svm_loss_on
 
 
 def bits(x):
@@ -47,21 +50,16 @@ def assert_same_nodes(replay, eager_root, what):
         eager.free()
 
 
-def svm_loss(model, xs, ys, alpha=1e-4):
-    """micrograd's demo loss, labels as Values (bench.py's replay_step)."""
-    scores = list(map(model, xs))
-    losses = [(1 + -yi * si).relu() for yi, si in zip(ys, scores)]
-    return sum(losses) * (1.0 / len(losses)) + alpha * sum(p * p for p in model.parameters())
+def _load_example(name):
+    """examples/<name>.py as a module."""
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def hinge_loss(model, xs, onehots, alpha=1e-4):
-    """examples/digits.py's multiclass hinge loss, written out again here."""
-    losses = []
-    for x, onehot in zip(xs, onehots):
-        scores = model(x)
-        true_score = sum(o * s for o, s in zip(onehot, scores))
-        losses.append(sum((1 - o) * (1 + s - true_score).relu() for o, s in zip(onehot, scores)))
-    return sum(losses) * (1.0 / len(losses)) + alpha * sum(p * p for p in model.parameters())
+hinge_loss = _load_example("digits").multiclass_hinge_loss  # the example's own loss
 
 
 def leaves(rows, width):
@@ -112,7 +110,7 @@ def test_demo_graph_replays_bit_for_bit(inputs_require_grad):
     for _ in range(3):
         X, Y = moons_like(rng, 100)
         feeds.append([v for r in X for v in r] + [v for r in Y for v in r])
-    check_training(model, lambda m, x, y: svm_loss(m, x, [r[0] for r in y]), [xs, ys], feeds,
+    check_training(model, lambda m, x, y: svm_loss_on(m, x, [r[0] for r in y])[0], [xs, ys], feeds,
                    inputs_require_grad=inputs_require_grad, min_groups=3, lr=0.5)
 
 
@@ -280,7 +278,7 @@ def test_any_mlp_and_batch_replays_bit_for_bit(case):
 
     def loss(m, xs, ts):
         if loss_kind == "svm":
-            return svm_loss(m, xs, [t[0] for t in ts])
+            return svm_loss_on(m, xs, [t[0] for t in ts])[0]
         if loss_kind == "hinge":
             return hinge_loss(m, xs, ts)
         outs = [m(x) for x in xs]
@@ -306,7 +304,7 @@ def test_walking_a_replayed_graph_sees_every_node_as_the_tape_has_it():
     random.seed(10)
     model = MLP(2, [6, 1])
     xs, ys = leaves(8, 2), leaves(8, 1)
-    loss = svm_loss(model, xs, [r[0] for r in ys])
+    loss = svm_loss_on(model, xs, [r[0] for r in ys])[0]
     replay = Replay(loss, inputs=[v for r in xs + ys for v in r])
     replay.feed([0.1 * i - 0.4 for i in range(24)])
     replay.forward()

@@ -48,6 +48,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 import pygrad
 
+import micrograd_demo as demo
 from support import readme_example
 
 MG = micrograd.engine.Value
@@ -819,48 +820,22 @@ def test_random_programs_exercise_the_comparison():
 
 # --- micrograd's demo: micrograd's nn on pygrad Values ---------------------------------
 
-def two_moons(n, noise=0.1, seed=1337):
-    """Two interleaving half circles, labels -1 / +1, from random.seed."""
-    random.seed(seed)
-    X, y = [], []
-    for i in range(n):
-        t = math.pi * random.random()
-        if i % 2 == 0:
-            x0, x1, label = math.cos(t), math.sin(t), -1
-        else:
-            x0, x1, label = 1.0 - math.cos(t), 0.5 - math.sin(t), 1
-        X.append([x0 + random.gauss(0.0, noise), x1 + random.gauss(0.0, noise)])
-        y.append(label)
-    return X, y
-
-
 def train_demo(Value, steps=10, n=30):
     """micrograd's demo.ipynb training loop, with micrograd.nn.Value = Value."""
-    X, y = two_moons(n)
+    X, y = demo.make_moons(n)
     random.seed(1337)
     model = micrograd.nn.MLP(2, [16, 16, 1])
     initial = [p.data for p in model.parameters()]
     assert all(type(p) is Value for p in model.parameters())
 
-    def loss():
-        inputs = [list(map(Value, xrow)) for xrow in X]
-        scores = list(map(model, inputs))
-        losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
-        data_loss = sum(losses) * (1.0 / len(losses))
-        alpha = 1e-4
-        reg_loss = alpha * sum(p * p for p in model.parameters())
-        total_loss = data_loss + reg_loss
-        accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
-        return total_loss, sum(accuracy) / len(accuracy)
-
     trajectory, first_grads = [], None
     for k in range(steps):
-        total_loss, acc = loss()
+        total_loss, acc = demo.svm_loss(model, X, y, Value)
         model.zero_grad()
         total_loss.backward()
         if first_grads is None:
             first_grads = [p.grad for p in model.parameters()]
-        learning_rate = 1.0 - 0.9 * k / 100
+        learning_rate = demo.learning_rate(k)
         for p in model.parameters():
             p.data -= learning_rate * p.grad
         trajectory.append((total_loss.data, acc))

@@ -6,7 +6,7 @@ arena's live node count checked after every single step: it must be back to
 what it was before the step (the model's parameters, and for Replay the
 recorded graph, are all that stay).
 
-  pygrad.nn.MLP + pygrad.demo.sgd_step        2,000 steps
+  pygrad.nn.MLP + micrograd_demo.sgd_step        2,000 steps
   micrograd.nn.MLP built on pygrad.Value        200 steps (each ~70 ms)
   Replay: record once, feed/forward/backward  2,000 steps
 
@@ -21,10 +21,17 @@ import pytest
 
 import pygrad
 from pygrad import Value
-from pygrad.demo import learning_rate, make_moons, micrograd_nn_using, sgd_step, svm_loss
 from pygrad.nn import MLP
 from pygrad.optim import SGD
 
+from micrograd_demo import (
+    learning_rate,
+    make_moons,
+    micrograd_nn_using,
+    sgd_step,
+    svm_loss,
+    svm_loss_on,
+)
 from support import rss_bytes, settle
 
 pytestmark = pytest.mark.slow  # minutes: make test, not make check
@@ -83,14 +90,6 @@ def test_micrograd_nn_on_pygrad_values_200_steps_in_constant_memory():
     assert growth < RSS_BOUND, f"RSS grew {growth / 2**20:.2f} MB from step 20 to 200"
 
 
-def replay_loss(model, xs, ys, alpha=1e-4):
-    """The demo's loss over input leaves xs (points) and ys (labels)."""
-    scores = [model(x) for x in xs]
-    losses = [(1 + -yi * si).relu() for yi, si in zip(ys, scores)]
-    data_loss = sum(losses) * (1.0 / len(losses))
-    return data_loss + alpha * sum(p * p for p in model.parameters())
-
-
 def test_replay_2000_steps_in_constant_memory():
     random.seed(1337)
     model = MLP(2, [16, 16, 1])
@@ -99,7 +98,7 @@ def test_replay_2000_steps_in_constant_memory():
     ys = [Value(0.0) for _ in y]
     feed = [v for row in X for v in row] + [float(label) for label in y]
     opt = SGD(model.parameters(), lr=1.0)
-    with pygrad.Replay(replay_loss(model, xs, ys),
+    with pygrad.Replay(svm_loss_on(model, xs, ys)[0],
                        inputs=[v for row in xs for v in row] + ys) as step:
         # the replayed forward is the eager loss, bit for bit
         step.feed(feed)

@@ -14,6 +14,7 @@ import pytest
 import pygrad._pygrad_c
 from pygrad import Value
 from pygrad._core import error_for, ffi, lib
+
 from support import unary_ops
 
 

@@ -187,7 +187,7 @@ TRAINING = """
     # ignored, and Python then installs no KeyboardInterrupt handler.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from pygrad import Value
-    from pygrad.demo import make_moons, micrograd_nn_using, sgd_step
+    from micrograd_demo import make_moons, micrograd_nn_using, sgd_step
     X, y = make_moons(50)
     with micrograd_nn_using(Value) as nn:
         model = nn.MLP(2, [16, 16, 1])
@@ -205,6 +205,7 @@ def _interrupt_training(delay):
     seconds into training; None for a child that never got ready."""
     child = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c",
                               textwrap.dedent(TRAINING)],
+                             cwd=os.path.dirname(os.path.abspath(__file__)),  # micrograd_demo
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([child.stdout], [], [], 60)

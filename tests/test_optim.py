@@ -8,8 +8,10 @@ import pytest
 
 import pygrad
 import pygrad.nn as pg_nn
-from pygrad import Value, demo
+from pygrad import Value
 from pygrad.optim import SGD, Adam
+
+import micrograd_demo as demo
 
 N_PARAMS = 40
 STEPS = 12

@@ -9,8 +9,10 @@ import pytest
 
 import pygrad
 import pygrad.nn as pg_nn
-from pygrad import PygradError, Replay, ReplayMismatchError, Value, demo
+from pygrad import PygradError, Replay, ReplayMismatchError, Value
 from pygrad.optim import SGD, Adam
+
+import micrograd_demo as demo
 
 SEED = 1337
 STEPS = 50
@@ -38,15 +40,6 @@ def datas(model):
 
 def grads(model):
     return [p.grad for p in model.parameters()]
-
-
-def batch_loss(model, xs, ys, alpha=1e-4):
-    """The demo's SVM loss with the labels as Values (so they can be fed)."""
-    scores = [model(x) for x in xs]
-    losses = [(1 + -yi * si).relu() for yi, si in zip(ys, scores)]
-    data_loss = sum(losses) * (1.0 / len(losses))
-    reg_loss = alpha * sum(p * p for p in model.parameters())
-    return data_loss + reg_loss, scores
 
 
 def input_leaves(n):
@@ -123,14 +116,14 @@ def test_minibatch_replay_equals_eager(moons, feed_kind, opt_kind):
     opt_eager, opt = make_opt(eager), make_opt(model)
 
     xs, ys, inputs = input_leaves(BATCH)
-    loss, scores = batch_loss(model, xs, ys)
+    loss, scores = demo.svm_loss_on(model, xs, ys)
     replay = Replay(loss, inputs=inputs)
     distinct_losses = set()
     for k, (Xb, yb) in enumerate(minibatches(X, y, STEPS, seed=5)):
         # Eager: a fresh graph from fresh leaves, as micrograd does it.
         xs_e = [[Value(a), Value(b)] for a, b in Xb]
         ys_e = [Value(float(label)) for label in yb]
-        eager_loss, eager_scores = batch_loss(eager, xs_e, ys_e)
+        eager_loss, eager_scores = demo.svm_loss_on(eager, xs_e, ys_e)
         eager.zero_grad()
         eager_loss.backward()
         opt_eager.lr = opt.lr = demo.learning_rate(k) * (1.0 if opt_kind == "SGD" else 0.02)
@@ -174,13 +167,13 @@ def test_inputs_require_grad_false_skips_only_the_inputs(moons, opt_kind):
         make_opt = lambda m: Adam(m.parameters(), lr=0.02)  # noqa: E731
     opt_eager, opt = make_opt(eager), make_opt(model)
     xs, ys, inputs = input_leaves(BATCH)
-    loss, scores = batch_loss(model, xs, ys)
+    loss, scores = demo.svm_loss_on(model, xs, ys)
     replay = Replay(loss, inputs=inputs, inputs_require_grad=False)
     assert replay.inputs_require_grad is False
     for k, (Xb, yb) in enumerate(minibatches(X, y, 10, seed=6)):
         xs_e = [[Value(a), Value(b)] for a, b in Xb]
         ys_e = [Value(float(label)) for label in yb]
-        eager_loss, eager_scores = batch_loss(eager, xs_e, ys_e)
+        eager_loss, eager_scores = demo.svm_loss_on(eager, xs_e, ys_e)
         eager.zero_grad()
         eager_loss.backward()
         opt_eager.step()
@@ -241,7 +234,7 @@ def test_check_mode_passes_for_a_faithful_graph(moons):
     random.seed(3)
     model = pg_nn.MLP(2, [8, 8, 1])
     xs, ys, inputs = input_leaves(BATCH)
-    build = lambda: batch_loss(model, xs, ys)[0]  # noqa: E731
+    build = lambda: demo.svm_loss_on(model, xs, ys)[0]  # noqa: E731
     replay = Replay(build(), inputs=inputs, check=build)
     opt = SGD(model.parameters(), lr=0.5)
     live = []

@@ -14,10 +14,10 @@ import threading
 import pygrad
 from pygrad import NodeLimitError, StaleValueError, Value
 from pygrad._core import PygradError, ffi, lib
-from pygrad.demo import make_moons, sgd_step
 from pygrad.nn import MLP
 from pygrad.optim import SGD, Adam
 
+from micrograd_demo import make_moons, sgd_step, svm_loss_on
 from support import cube, settle
 
 
@@ -96,7 +96,7 @@ def replay():
     ys = [Value(0.0) for _ in range(4)]
 
     def loss_of():
-        return sum(((1 + -yi * model(x)).relu() for x, yi in zip(xs, ys)), Value(0.0))
+        return svm_loss_on(model, xs, ys)[0]
 
     with pygrad.Replay(loss_of(), inputs=[v for r in xs for v in r] + ys, check=loss_of) as step:
         for i in range(3):

@@ -1,14 +1,17 @@
-"""micrograd's demo, as reusable pieces: the two-moons data and the SVM loss.
+"""micrograd's demo notebook as reusable pieces, for the tests and bench/: the
+two-moons data, the SVM loss and the training step.
 
-The loss is micrograd's demo notebook line for line, written against whatever
-``Value`` class and model it is given, so that the same function drives
-micrograd, pygrad, and micrograd's own nn running on pygrad's Value.
+The loss is the notebook's line for line, written against whatever ``Value``
+class and model it is given, so that the same function drives micrograd,
+pygrad, and micrograd's own nn running on pygrad's Value.  It exists here only:
+examples/moons.py writes the notebook out for its readers.
 """
 import contextlib
 import math
 import random
 
-__all__ = ["make_moons", "svm_loss", "sgd_step", "learning_rate", "micrograd_nn_using"]
+__all__ = ["make_moons", "svm_loss", "svm_loss_on", "sgd_step", "learning_rate",
+           "micrograd_nn_using"]
 
 
 def make_moons(n_samples=100, noise=0.1, seed=1337):
@@ -34,13 +37,20 @@ def make_moons(n_samples=100, noise=0.1, seed=1337):
 def svm_loss(model, X, y, Value, alpha=1e-4):
     """micrograd's demo loss: SVM max-margin plus L2.  Returns (loss, accuracy)."""
     inputs = [list(map(Value, xrow)) for xrow in X]
+    total_loss, scores = svm_loss_on(model, inputs, y, alpha)
+    accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
+    return total_loss, sum(accuracy) / len(accuracy)
+
+
+def svm_loss_on(model, inputs, y, alpha=1e-4):
+    """The same loss over inputs already made (rows of Values: a Replay's input
+    leaves) and labels y (numbers, or Values to feed).  Returns (loss, scores)."""
     scores = list(map(model, inputs))
     losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores)]
     data_loss = sum(losses) * (1.0 / len(losses))
     reg_loss = alpha * sum(p * p for p in model.parameters())
     total_loss = data_loss + reg_loss
-    accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores)]
-    return total_loss, sum(accuracy) / len(accuracy)
+    return total_loss, scores
 
 
 def learning_rate(step, steps=100):
