@@ -119,15 +119,22 @@ def settle(result, operands=(), fn=None, *args):
     return result - PENDING
 
 
+# Sweeps a call at the node limit tries before it gives up: other threads can
+# take the room one sweep made before this thread's call gets it.
+_LIMIT_ATTEMPTS = 4
+
+
 def _retry_after_collecting(fn, args):
-    """Values that died must not count against the node limit: sweep, then
-    collect cycles and sweep again, retrying after each."""
-    sweep(full=True)
-    result = fn(*args)
-    if result == lib.PG_ERR_NOMEM:
-        gc.collect()
+    """Values that died must not count against the node limit: sweep (and,
+    after the first try, collect cycles too), then call fn again."""
+    result = lib.PG_ERR_NOMEM
+    for attempt in range(_LIMIT_ATTEMPTS):
+        if attempt:
+            gc.collect()
         sweep(full=True)
         result = fn(*args)
+        if result != lib.PG_ERR_NOMEM:
+            break
     return result
 
 

@@ -23,15 +23,12 @@ below (and only these):
   while the int fits a double exactly (|x| <= 2**53); past that, a random
   program is compared only up to that step.  An int zero has no sign, so signs
   of zero are compared only where micrograd's whole subgraph is free of int
-  zeros (which also steps over the bug test_bug_sub_int_zero_sign pins:
-  ``v - 0`` has the int constant 0 in its graph).
+  zeros (``v - 0`` has the int constant 0 in its graph;
+  test_sub_int_zero_keeps_micrograd_sign pins that case on its own).
 * numpy scalars make micrograd compute with numpy semantics (``0.0 ** -1`` is
   inf with a RuntimeWarning); pygrad computes with Python's float semantics
   and raises.  Tolerated only where micrograd's result is a numpy inf/nan (or,
   in backward, where a pow node's backward can raise in Python's semantics).
-* one bug: a negative base to a fractional power whose complex result
-  overflows is OverflowError in micrograd, ValueError in pygrad
-  (test_bug_complex_overflow_exception_type).
 """
 import math
 import operator
@@ -587,13 +584,6 @@ def _attempt(fn, *args):
 ARITH_ERRORS = (ZeroDivisionError, OverflowError, ValueError)
 
 
-def _is_complex_overflow_bug(m_err, p_err):
-    """The one known bug the random programs step over (pinned by
-    test_bug_complex_overflow_exception_type)."""
-    return (type(m_err) is OverflowError and str(m_err) == "complex exponentiation"
-            and type(p_err) is ValueError)
-
-
 class Report:
     """What one comparison did, for the statistics test."""
 
@@ -622,9 +612,6 @@ def run_differential(leaves, ops, k_second):
             m, m_err = _attempt(_step, mpool, ins)
             p, p_err = _attempt(_step, ppool, ins)
             if m_err is not None:
-                if _is_complex_overflow_bug(m_err, p_err):
-                    rep.stop = "known bug: complex overflow"
-                    break
                 assert p_err is not None and type(p_err) is type(m_err), (
                     f"{where}: micrograd raised {m_err!r}, pygrad gave {p_err!r} {p!r}")
                 rep.stop = "both raised " + type(m_err).__name__

@@ -9,7 +9,7 @@ two draw the same initial weights) and compared: forward values bit for bit
 (micrograd's ReLU gives the int 0, equal to pygrad's 0.0), gradients of every
 parameter and input within 1e-12 relative after backward().
 
-The activation keyword (see /work/notes/dropin-memo.md): ``Neuron(nin,
+The activation keyword (the README's "Differences from micrograd"): ``Neuron(nin,
 nonlin=True, act='relu')``, ``Layer(nin, nout, **kwargs)`` passing it on, and
 ``MLP(nin, nouts, act='relu')``.  ``nonlin`` keeps micrograd's meaning (is there
 a nonlinearity at all); ``act`` says which: 'relu', 'tanh', 'sigmoid' or

@@ -1,7 +1,7 @@
 """Issue 10, part 1: numpy object arrays of Values, against micrograd 0.1.0.
 
 What micrograd 0.1.0 does under numpy 2 (pinned by the test_micrograd_* tests
-below; /work/notes/dropin-memo.md has the why):
+below):
 
 * Its Value defines neither ``__array_ufunc__`` nor ``__array_priority__``, so
   numpy treats it as an unknown Python object.  With an array on the left
