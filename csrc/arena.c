@@ -167,7 +167,7 @@ static int64_t resize_slots(arena_t *A, size_t cap)
         A->gen_slots = (uint32_t)cap;
     }
     if (!GROW(A->data, cap) || !GROW(A->grad, cap) || !GROW(A->exponent, cap) ||
-        !GROW(A->kids, cap) || !GROW(A->kids_ext, cap) || !GROW(A->arity, cap) ||
+        !GROW(A->children, cap) || !GROW(A->children_ext, cap) || !GROW(A->arity, cap) ||
         !GROW(A->refs, cap) || !GROW(A->ext, cap) || !GROW(A->mark, cap) ||
         !GROW(A->link, cap) || !GROW(A->op, cap) || !GROW(A->flags, cap))
         return PG_ERR_NOMEM;
@@ -221,60 +221,60 @@ void pg_scratch_free(arena_t *A)
 /* --- children arrays ---------------------------------------------------------------
  * A node with more than two children (a DOT: a neuron) keeps them in an array
  * of its own.  Freed arrays wait on a free list per size class (capacities
- * 4, 8, 16, ... up to 2^KIDS_POOLED_LOG2), linked through their first bytes,
+ * 4, 8, 16, ... up to 2^CHILDREN_POOLED_LOG2), linked through their first bytes,
  * so that a training loop that builds and frees the same neurons every step
  * takes them from there instead of from malloc.  The lists hold at most
- * KIDS_POOL_BYTES (more goes back to malloc at once), and a shrink of the
+ * CHILDREN_POOL_BYTES (more goes back to malloc at once), and a shrink of the
  * arena hands them all back. */
 
-#define KIDS_POOL_BYTES ((size_t)16 << 20)
+#define CHILDREN_POOL_BYTES ((size_t)16 << 20)
 
-static unsigned kids_class(uint32_t arity) /* arity > 2 */
+static unsigned children_class(uint32_t arity) /* arity > 2 */
 {
     return 32u - (unsigned)__builtin_clz(arity - 1); /* ceil(log2(arity)) */
 }
 
-static uint32_t *kids_alloc(arena_t *A, uint32_t arity)
+static uint32_t *children_alloc(arena_t *A, uint32_t arity)
 {
-    unsigned c = kids_class(arity);
-    if (c > KIDS_POOLED_LOG2)
+    unsigned c = children_class(arity);
+    if (c > CHILDREN_POOLED_LOG2)
         return malloc((size_t)arity * sizeof(uint32_t));
-    void *block = A->kids_pool[c];
+    void *block = A->children_pool[c];
     if (block) {
-        memcpy(&A->kids_pool[c], block, sizeof block); /* the next free block */
-        A->kids_pool_bytes -= ((size_t)1 << c) * sizeof(uint32_t);
+        memcpy(&A->children_pool[c], block, sizeof block); /* the next free block */
+        A->children_pool_bytes -= ((size_t)1 << c) * sizeof(uint32_t);
         return block;
     }
     return malloc(((size_t)1 << c) * sizeof(uint32_t));
 }
 
-static void kids_release(arena_t *A, uint32_t *kids, uint32_t arity)
+static void children_release(arena_t *A, uint32_t *children, uint32_t arity)
 {
-    if (!kids)
+    if (!children)
         return;
-    unsigned c = kids_class(arity);
+    unsigned c = children_class(arity);
     size_t bytes = ((size_t)1 << c) * sizeof(uint32_t);
-    if (c > KIDS_POOLED_LOG2 || A->kids_pool_bytes + bytes > KIDS_POOL_BYTES) {
-        free(kids);
+    if (c > CHILDREN_POOLED_LOG2 || A->children_pool_bytes + bytes > CHILDREN_POOL_BYTES) {
+        free(children);
         return;
     }
 #ifdef PG_DEBUG
-    memset(kids, 0xff, bytes); /* poison: every slot in it is NO_SLOT */
+    memset(children, 0xff, bytes); /* poison: every slot in it is NO_SLOT */
 #endif
-    memcpy(kids, &A->kids_pool[c], sizeof A->kids_pool[c]);
-    A->kids_pool[c] = kids;
-    A->kids_pool_bytes += bytes;
+    memcpy(children, &A->children_pool[c], sizeof A->children_pool[c]);
+    A->children_pool[c] = children;
+    A->children_pool_bytes += bytes;
 }
 
-static void kids_pool_drain(arena_t *A)
+static void children_pool_drain(arena_t *A)
 {
-    for (unsigned c = 0; c <= KIDS_POOLED_LOG2; c++)
-        while (A->kids_pool[c]) {
-            void *block = A->kids_pool[c];
-            memcpy(&A->kids_pool[c], block, sizeof block);
+    for (unsigned c = 0; c <= CHILDREN_POOLED_LOG2; c++)
+        while (A->children_pool[c]) {
+            void *block = A->children_pool[c];
+            memcpy(&A->children_pool[c], block, sizeof block);
             free(block);
         }
-    A->kids_pool_bytes = 0;
+    A->children_pool_bytes = 0;
 }
 
 /* Put free slot s at the head of the free list. */
@@ -317,7 +317,7 @@ static void release_memory(arena_t *A)
     free(A->walk_next);
     A->walk_order = A->walk_stack = A->walk_next = NULL;
     A->walk_cap = 0;
-    kids_pool_drain(A);
+    children_pool_drain(A);
     pg_scratch_free(A);
 #ifdef __GLIBC__
     malloc_trim(0); /* arrays below the mmap threshold leave holes in the heap: give them back */
@@ -371,41 +371,41 @@ static int64_t take_slot(arena_t *A, uint32_t *slot)
     return PG_OK;
 }
 
-int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
+int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *children,
                     uint32_t arity, uint32_t *slot_out)
 {
     ASSERT_LOCKED();
     uint32_t *ext = NULL;
     if (arity > 2) {
-        ext = kids_alloc(A, arity);
+        ext = children_alloc(A, arity);
         if (!ext)
             return PG_ERR_NOMEM;
-        memcpy(ext, kids, arity * sizeof *ext);
+        memcpy(ext, children, arity * sizeof *ext);
     }
     uint32_t s;
     int64_t rc = take_slot(A, &s);
     if (rc < 0) {
-        kids_release(A, ext, arity);
+        children_release(A, ext, arity);
         return rc;
     }
     A->data[s] = value;
     A->grad[s] = 0.0;
     A->exponent[s] = 0.0;
     A->arity[s] = arity;
-    A->kids[s][0] = arity > 0 && !ext ? kids[0] : NO_SLOT;
-    A->kids[s][1] = arity > 1 && !ext ? kids[1] : NO_SLOT;
-    A->kids_ext[s] = ext;
+    A->children[s][0] = arity > 0 && !ext ? children[0] : NO_SLOT;
+    A->children[s][1] = arity > 1 && !ext ? children[1] : NO_SLOT;
+    A->children_ext[s] = ext;
     A->refs[s] = 0;
     A->ext[s] = 1;
     A->mark[s] = 0;
     A->op[s] = op;
     A->flags[s] = 0;
     for (uint32_t i = 0; i < arity; i++)
-        if (A->refs[kids[i]]++ == UINT32_MAX) { /* the count wrapped: undo, and refuse */
+        if (A->refs[children[i]]++ == UINT32_MAX) { /* the count wrapped: undo, and refuse */
             for (uint32_t j = 0; j <= i; j++)
-                A->refs[kids[j]]--;
-            kids_release(A, ext, arity);
-            A->kids_ext[s] = NULL;
+                A->refs[children[j]]--;
+            children_release(A, ext, arity);
+            A->children_ext[s] = NULL;
             A->arity[s] = 0;
             free_slot(A, s);
             return PG_ERR_ARG;
@@ -417,11 +417,11 @@ int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
 
 static void free_slot(arena_t *A, uint32_t s)
 {
-    kids_release(A, A->kids_ext[s], A->arity[s]);
-    A->kids_ext[s] = NULL;
+    children_release(A, A->children_ext[s], A->arity[s]);
+    A->children_ext[s] = NULL;
 #ifdef PG_DEBUG
     A->data[s] = A->grad[s] = NAN; /* poison */
-    A->kids[s][0] = A->kids[s][1] = NO_SLOT;
+    A->children[s][0] = A->children[s][1] = NO_SLOT;
 #endif
     A->arity[s] = 0;
     A->op[s] = PG_OP_FREE;
@@ -451,9 +451,9 @@ static void free_unreferenced(arena_t *A, uint32_t s)
     while (pending != NO_SLOT) {
         uint32_t n = pending;
         pending = A->link[n];
-        const uint32_t *kids = children_of(A, n);
+        const uint32_t *children = children_of(A, n);
         for (uint32_t i = 0; i < A->arity[n]; i++) {
-            uint32_t c = kids[i];
+            uint32_t c = children[i];
             DEBUG_ASSERT(A->refs[c] > 0);
             if (--A->refs[c] == 0 && A->ext[c] == 0) {
                 A->link[c] = pending;
@@ -467,11 +467,11 @@ static void free_unreferenced(arena_t *A, uint32_t s)
 void pg_node_detach(arena_t *A, uint32_t s)
 {
     ASSERT_LOCKED();
-    const uint32_t *kids = children_of(A, s);
+    const uint32_t *children = children_of(A, s);
     for (uint32_t i = 0; i < A->arity[s]; i++)
-        pg_node_decref(A, kids[i]);
-    kids_release(A, A->kids_ext[s], A->arity[s]);
-    A->kids_ext[s] = NULL;
+        pg_node_decref(A, children[i]);
+    children_release(A, A->children_ext[s], A->arity[s]);
+    A->children_ext[s] = NULL;
     A->arity[s] = 0;
     A->op[s] = PG_OP_LEAF;
 }
@@ -946,7 +946,7 @@ int64_t pg_valid(int64_t h) { PG_LOCKED(read_int_field(&pg_the_arena, h, FIELD_O
 int64_t pg_op(int64_t h) { PG_LOCKED(read_int_field(&pg_the_arena, h, FIELD_OP)); }
 int64_t pg_flags(int64_t h) { PG_LOCKED(read_int_field(&pg_the_arena, h, FIELD_FLAGS)); }
 int64_t pg_child_count(int64_t h) { PG_LOCKED(read_int_field(&pg_the_arena, h, FIELD_ARITY)); }
-int64_t pg_parent_refs(int64_t h) { PG_LOCKED(read_int_field(&pg_the_arena, h, FIELD_REFS)); }
+int64_t pg_internal_refs(int64_t h) { PG_LOCKED(read_int_field(&pg_the_arena, h, FIELD_REFS)); }
 int64_t pg_external_refs(int64_t h) { PG_LOCKED(read_int_field(&pg_the_arena, h, FIELD_EXT)); }
 
 static int64_t child_retain(arena_t *A, int64_t h, int64_t i)

@@ -48,16 +48,16 @@ typedef struct param_set {
     int valid;
 } param_set_t;
 
-/* Freed children arrays wait in free lists by size class, 4 to 2^KIDS_POOLED_LOG2. */
-#define KIDS_POOLED_LOG2 16
+/* Freed children arrays wait in free lists by size class, 4 to 2^CHILDREN_POOLED_LOG2. */
+#define CHILDREN_POOLED_LOG2 16
 
 typedef struct {
     double *data;          /* forward value */
     double *grad;          /* accumulated d(root)/d(node) */
-    double *exponent;      /* POW's constant exponent */
-    uint32_t (*kids)[2];   /* children of nodes with arity <= 2 */
-    uint32_t **kids_ext;   /* children of nodes with arity > 2 (malloc'd), else NULL */
-    uint32_t *arity;       /* number of children */
+    double *exponent;      /* POW_CONST's constant exponent */
+    uint32_t (*children)[2]; /* the children of nodes with arity <= 2 */
+    uint32_t **children_ext; /* ... with arity > 2 (malloc'd), else NULL */
+    uint32_t *arity;       /* how many children: "arity" is always that count */
     uint16_t *gen;         /* generation: bumped on free, checked on every lookup
                             * (mod 2^PG_GEN_BITS, which divides 2^16); never shrunk
                             * (gen_slots of them), so that a slot cut off by a shrink
@@ -95,8 +95,8 @@ typedef struct {
     /* tapes (graph.c): an entry per tape id, free when its order is NULL */
     struct tape *tapes;
     uint32_t tape_slots;
-    void *kids_pool[KIDS_POOLED_LOG2 + 1]; /* freed children arrays (arena.c) */
-    size_t kids_pool_bytes;
+    void *children_pool[CHILDREN_POOLED_LOG2 + 1]; /* freed children arrays (arena.c) */
+    size_t children_pool_bytes;
     param_set_t param_sets[PARAM_SETS];      /* pg_lookup_params' cache, round robin */
     unsigned param_sets_next;
     /* scratch for the C API calls that need some (nn.c), kept between calls */
@@ -106,7 +106,7 @@ typedef struct {
 
 static inline const uint32_t *children_of(const arena_t *A, uint32_t s)
 {
-    return A->arity[s] > 2 ? A->kids_ext[s] : A->kids[s];
+    return A->arity[s] > 2 ? A->children_ext[s] : A->children[s];
 }
 
 /* A handle is (slot << PG_GEN_BITS) | (generation mod 2^PG_GEN_BITS).
@@ -154,7 +154,7 @@ int pg_lock_held(void);
 #endif
 /* A new node with one external reference, holding an internal reference to
  * each child (slots already validated). */
-int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *kids,
+int64_t pg_node_new(arena_t *A, uint8_t op, double value, const uint32_t *children,
                     uint32_t arity, uint32_t *slot_out);
 void pg_node_decref(arena_t *A, uint32_t s);        /* internal reference */
 void pg_node_release(arena_t *A, uint32_t s);      /* external reference */
@@ -184,10 +184,10 @@ void pg_node_detach(arena_t *A, uint32_t s);
 int pg_grad_enabled(void);
 
 /* ops.c: making nodes (the ops' forward and backward are in ops.h) */
-/* Make a node for `op` over `kids` and compute its value.  If the value is an
+/* Make a node for `op` over `children` and compute its value.  If the value is an
  * error, the node goes again and the error is returned.  Under no_grad the
  * node keeps its value and forgets its children. */
-int64_t pg_make_op(arena_t *A, uint8_t op, const uint32_t *kids, uint32_t arity,
+int64_t pg_make_op(arena_t *A, uint8_t op, const uint32_t *children, uint32_t arity,
                    double exponent, uint8_t flags, uint32_t *slot);
 /* Drop the caller's reference to an intermediate node once its parent holds
  * one (or, if making the parent failed, free it): returns `result`. */

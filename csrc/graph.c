@@ -33,8 +33,8 @@ static int64_t topo_sort(arena_t *A, uint32_t root, uint32_t *count, uint32_t *c
     next[depth++] = 0;
     while (depth) {
         uint32_t node = stack[depth - 1], i = next[depth - 1], arity = A->arity[node];
-        const uint32_t *kids = children_of(A, node);
-        while (i < arity && A->mark[kids[i]] == epoch) /* seen: most of a neuron's */
+        const uint32_t *children = children_of(A, node);
+        while (i < arity && A->mark[children[i]] == epoch) /* seen: most of a neuron's */
             i++;
         if (i == arity) { /* every child is ordered: the node goes next */
             customs += runs_custom_backward(A, node);
@@ -42,7 +42,7 @@ static int64_t topo_sort(arena_t *A, uint32_t root, uint32_t *count, uint32_t *c
             depth--;
             continue;
         }
-        uint32_t child = kids[i];
+        uint32_t child = children[i];
         next[depth - 1] = i + 1;
         A->mark[child] = epoch;
         if (A->arity[child] == 0) { /* a leaf is ordered at once: no push and pop */

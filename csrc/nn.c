@@ -17,12 +17,12 @@ static int act_ok(int32_t act)
     return act >= 0 && act < (int32_t)(sizeof activation_op / sizeof *activation_op);
 }
 
-/* One neuron over kids = (b, w[0..nin), x[0..nin)): DOT, then its activation. */
-static int64_t make_neuron(arena_t *A, const uint32_t *kids, uint32_t nin, int act,
+/* One neuron over children = (b, w[0..nin), x[0..nin)): DOT, then its activation. */
+static int64_t make_neuron(arena_t *A, const uint32_t *children, uint32_t nin, int act,
                            uint32_t *slot)
 {
     uint32_t dot;
-    int64_t h = pg_make_op(A, PG_OP_DOT, kids, 2 * nin + 1, 0.0, 0, &dot);
+    int64_t h = pg_make_op(A, PG_OP_DOT, children, 2 * nin + 1, 0.0, 0, &dot);
     if (h < 0 || act == PG_ACT_LINEAR) {
         if (slot)
             *slot = dot;
@@ -39,15 +39,15 @@ static void release_slots(arena_t *A, const uint32_t *slots, uint32_t count)
 
 /* out[j] = neuron j over inputs x (all slots validated), each out[j] with one
  * external reference.  All or nothing: on error, nothing made survives.
- * `kids` is scratch for 2 * nin + 1 slots. */
+ * `children` is scratch for 2 * nin + 1 slots. */
 static int64_t build_layer(arena_t *A, const uint32_t *w, const uint32_t *b, const uint32_t *x,
-                           uint32_t nin, uint32_t nout, int act, uint32_t *kids, uint32_t *out)
+                           uint32_t nin, uint32_t nout, int act, uint32_t *children, uint32_t *out)
 {
-    memcpy(kids + 1 + nin, x, (size_t)nin * sizeof *kids);
+    memcpy(children + 1 + nin, x, (size_t)nin * sizeof *children);
     for (uint32_t j = 0; j < nout; j++) {
-        kids[0] = b[j];
-        memcpy(kids + 1, w + (size_t)j * nin, (size_t)nin * sizeof *kids);
-        int64_t h = make_neuron(A, kids, nin, act, &out[j]);
+        children[0] = b[j];
+        memcpy(children + 1, w + (size_t)j * nin, (size_t)nin * sizeof *children);
+        int64_t h = make_neuron(A, children, nin, act, &out[j]);
         if (h < 0) {
             release_slots(A, out, j);
             return h;
@@ -66,10 +66,10 @@ static int64_t api_layer(const int64_t *w, const int64_t *b, const int64_t *x, i
         (nout > 0 && (!b || !out)) || (nin > 0 && (!x || (nout > 0 && !w))))
         return PG_ERR_ARG;
     /* Scratch: neuron children, then the slots of x and out. */
-    uint32_t *kids = pg_scratch(A, (3 * (size_t)nin + 1 + (size_t)nout) * sizeof *kids);
-    if (!kids)
+    uint32_t *children = pg_scratch(A, (3 * (size_t)nin + 1 + (size_t)nout) * sizeof *children);
+    if (!children)
         return PG_ERR_NOMEM;
-    uint32_t *x_s = kids + 2 * nin + 1, *out_s = x_s + nin;
+    uint32_t *x_s = children + 2 * nin + 1, *out_s = x_s + nin;
     const uint32_t *w_s, *b_s;
     int w_stateful, b_stateful;
     int64_t rc = pg_lookup_params(A, w, (size_t)(nin * nout), &w_s, &w_stateful);
@@ -80,7 +80,7 @@ static int64_t api_layer(const int64_t *w, const int64_t *b, const int64_t *x, i
     if (rc == PG_OK)
         rc = pg_nursery_reserve(A, (size_t)nout);
     if (rc == PG_OK)
-        rc = build_layer(A, w_s, b_s, x_s, (uint32_t)nin, (uint32_t)nout, act, kids, out_s);
+        rc = build_layer(A, w_s, b_s, x_s, (uint32_t)nin, (uint32_t)nout, act, children, out_s);
     if (rc < 0)
         return rc;
     for (int64_t j = 0; j < nout; j++)
@@ -121,10 +121,10 @@ static int64_t api_mlp(const int64_t *params, int64_t n_params, const int64_t *s
         if (!act_ok(act[l]))
             return PG_ERR_ARG;
     /* Scratch: neuron children, and two layers of activations. */
-    uint32_t *kids = pg_scratch(A, (4 * (size_t)widest + 1) * sizeof *kids);
-    if (!kids)
+    uint32_t *children = pg_scratch(A, (4 * (size_t)widest + 1) * sizeof *children);
+    if (!children)
         return PG_ERR_NOMEM;
-    uint32_t *in = kids + 2 * widest + 1, *next = in + widest;
+    uint32_t *in = children + 2 * widest + 1, *next = in + widest;
     const uint32_t *p_s;
     int stateful;
     int64_t rc = pg_lookup_params(A, params, (size_t)n_params, &p_s, &stateful);
@@ -138,7 +138,7 @@ static int64_t api_mlp(const int64_t *params, int64_t n_params, const int64_t *s
     for (int64_t l = 0; rc == PG_OK && l < n_layers; l++) {
         uint32_t nin = (uint32_t)sizes[l], nout = (uint32_t)sizes[l + 1];
         const uint32_t *b = w + (size_t)nin * nout;
-        rc = build_layer(A, w, b, in, nin, nout, act[l], kids, next);
+        rc = build_layer(A, w, b, in, nin, nout, act[l], children, next);
         if (l > 0) /* the inputs were this call's own: now their parents hold them */
             release_slots(A, in, nin);
         w = b + nout;

@@ -14,11 +14,11 @@ static int64_t make_leaf(arena_t *A, double value, uint32_t *slot)
     return pg_node_new(A, PG_OP_LEAF, value, NULL, 0, slot);
 }
 
-int64_t pg_make_op(arena_t *A, uint8_t op, const uint32_t *kids, uint32_t arity,
+int64_t pg_make_op(arena_t *A, uint8_t op, const uint32_t *children, uint32_t arity,
                    double exponent, uint8_t flags, uint32_t *slot)
 {
     uint32_t s;
-    int64_t h = pg_node_new(A, op, 0.0, kids, arity, &s);
+    int64_t h = pg_node_new(A, op, 0.0, children, arity, &s);
     if (h < 0)
         return h;
     A->exponent[s] = exponent;
@@ -37,8 +37,8 @@ int64_t pg_make_op(arena_t *A, uint8_t op, const uint32_t *kids, uint32_t arity,
 
 static int64_t make_binary(arena_t *A, uint8_t op, uint32_t a, uint32_t b, uint32_t *slot)
 {
-    uint32_t kids[2] = {a, b};
-    return pg_make_op(A, op, kids, 2, 0.0, 0, slot);
+    uint32_t children[2] = {a, b};
+    return pg_make_op(A, op, children, 2, 0.0, 0, slot);
 }
 
 int64_t pg_drop_temporary(arena_t *A, uint32_t temporary, int64_t result)
@@ -59,8 +59,8 @@ static int64_t make_with_const(arena_t *A, uint8_t op, uint32_t a, double k, uin
 
 static int64_t make_pow_const(arena_t *A, uint32_t a, double k, uint8_t flags, uint32_t *slot)
 {
-    uint32_t kids[1] = {a};
-    return pg_make_op(A, PG_OP_POW_CONST, kids, 1, k, flags, slot);
+    uint32_t children[1] = {a};
+    return pg_make_op(A, PG_OP_POW_CONST, children, 1, k, flags, slot);
 }
 
 /* --- the C API: making nodes ------------------------------------------------

@@ -147,10 +147,10 @@ int64_t pg_valid(int64_t h);                    /* 1 live, 0 not */
 int64_t pg_op(int64_t h);                       /* a pg_op tag */
 const char *pg_op_name(int64_t op);          /* micrograd's _op string for a tag; NULL if none */
 int64_t pg_flags(int64_t h);
-double pg_exponent(int64_t h);                  /* POW's constant exponent */
+double pg_exponent(int64_t h);                  /* POW_CONST's exponent */
 int64_t pg_child_count(int64_t h);
 int64_t pg_child_retain(int64_t h, int64_t i);  /* i-th child, one reference to the caller */
-int64_t pg_parent_refs(int64_t h);             /* references from parents and tapes */
+int64_t pg_internal_refs(int64_t h);           /* references from parents and tapes */
 int64_t pg_external_refs(int64_t h);           /* references from pg_retain / new nodes */
 
 /* --- backward ------------------------------------------------------------- */

@@ -492,7 +492,6 @@ typedef struct {
     uint8_t *dissolved;     /* group -> its nodes run alone after all */
 } builder_t;
 
-static const uint32_t *kids(const arena_t *A, uint32_t s) { return children_of(A, s); }
 
 static int64_t index_tape(builder_t *b, const uint32_t *skip, uint32_t n_skip)
 {
@@ -514,7 +513,7 @@ static int64_t index_tape(builder_t *b, const uint32_t *skip, uint32_t n_skip)
         b->skipped[b->pos[skip[i]]] = 1;
     for (uint32_t p = 0; p < P; p++) {
         uint32_t s = b->order[p];
-        const uint32_t *k = kids(A, s);
+        const uint32_t *k = children_of(A, s);
         for (uint32_t i = 0; i < A->arity[s]; i++) {
             uint32_t c = b->pos[k[i]];
             b->n_parents[c]++;
@@ -564,7 +563,7 @@ static int64_t row_ids(const arena_t *A, dot_t *dots, uint32_t n, int neuron, ui
     uint32_t ids = 0;
     for (uint32_t d = 0; d < n; d++) {
         uint32_t m = (A->arity[dots[d].slot] - 1) / 2, len = neuron ? m + 1 : m;
-        const uint32_t *row = kids(A, dots[d].slot) + (neuron ? 0 : m + 1);
+        const uint32_t *row = children_of(A, dots[d].slot) + (neuron ? 0 : m + 1);
         size_t at = hash_row(row, len) & (cap - 1);
         for (;; at = (at + 1) & (cap - 1)) {
             if (!table[at]) {
@@ -577,7 +576,7 @@ static int64_t row_ids(const arena_t *A, dot_t *dots, uint32_t n, int neuron, ui
             }
             const dot_t *o = &dots[table[at] - 1];
             uint32_t om = (A->arity[o->slot] - 1) / 2;
-            if (om == m && memcmp(kids(A, o->slot) + (neuron ? 0 : m + 1), row,
+            if (om == m && memcmp(children_of(A, o->slot) + (neuron ? 0 : m + 1), row,
                                   len * sizeof *row) == 0) {
                 if (neuron)
                     dots[d].neuron = o->neuron;
@@ -643,7 +642,7 @@ static int64_t try_group(builder_t *b, const dot_t *dots, const uint32_t *grid, 
     const uint32_t m = (A->arity[dots[grid[0]].slot] - 1) / 2;
     /* Every cell (weight, bias, input) once, and no member among them. */
     for (uint32_t jl = 0; jl < J; jl++) {
-        const uint32_t *row = kids(A, dots[grid[(size_t)jl * S]].slot);
+        const uint32_t *row = children_of(A, dots[grid[(size_t)jl * S]].slot);
         for (uint32_t i = 0; i <= m; i++) {
             if (stamp[row[i]] == mark)
                 return 0;
@@ -651,7 +650,7 @@ static int64_t try_group(builder_t *b, const dot_t *dots, const uint32_t *grid, 
         }
     }
     for (uint32_t sl = 0; sl < S; sl++) {
-        const uint32_t *row = kids(A, dots[grid[sl]].slot) + m + 1;
+        const uint32_t *row = children_of(A, dots[grid[sl]].slot) + m + 1;
         for (uint32_t i = 0; i < m; i++) {
             if (stamp[row[i]] == mark)
                 return 0;
@@ -720,13 +719,13 @@ static int64_t try_group(builder_t *b, const dot_t *dots, const uint32_t *grid, 
         if (stamp[b->a_parent[b->pos[members[d]]]] == mark)
             g->act_op = 0; /* an activation that is also an input here: not fused */
     for (uint32_t s = 0; s < S; s++) {
-        const uint32_t *x = kids(A, members[s]) + m + 1;
+        const uint32_t *x = children_of(A, members[s]) + m + 1;
         for (uint32_t i = 0; i < m; i++)
             g->x_grad |= !b->skipped[b->pos[x[i]]];
     }
     g->x_fresh = g->x_grad;
     for (uint32_t s = 0; s < S && g->x_fresh; s++) {
-        const uint32_t *x = kids(A, members[s]) + m + 1;
+        const uint32_t *x = children_of(A, members[s]) + m + 1;
         for (uint32_t i = 0; i < m; i++)
             if (b->n_parents[b->pos[x[i]]] != J)
                 g->x_fresh = 0;
@@ -740,10 +739,10 @@ static int64_t try_group(builder_t *b, const dot_t *dots, const uint32_t *grid, 
     memcpy(g->out, members, (size_t)J * S * sizeof *members);
     free(members);
     for (uint32_t j = 0; j < J; j++)
-        memcpy(g->cells + (size_t)j * (m + 1), kids(A, g->out[(size_t)j * S]),
+        memcpy(g->cells + (size_t)j * (m + 1), children_of(A, g->out[(size_t)j * S]),
                (m + 1) * sizeof *g->cells);
     for (uint32_t s = 0; s < S; s++)
-        memcpy(g->x_cells + (size_t)s * m, kids(A, g->out[s]) + m + 1, m * sizeof *g->x_cells);
+        memcpy(g->x_cells + (size_t)s * m, children_of(A, g->out[s]) + m + 1, m * sizeof *g->x_cells);
     for (size_t d = 0; d < (size_t)J * S; d++) {
         uint32_t p = b->pos[g->out[d]];
         b->group_of[p] = b->n_groups;
@@ -981,7 +980,7 @@ static int64_t make_edges(const builder_t *b, schedule_t *sc)
         uint32_t u = sc->unit_of[p], s = b->order[p];
         if (u == NONE)
             continue;
-        const uint32_t *k = kids(A, s);
+        const uint32_t *k = children_of(A, s);
         for (uint32_t i = 0; i < A->arity[s] && ok; i++) {
             uint32_t c = b->pos[k[i]], v = sc->unit_of[c];
             if (v != NONE)
@@ -1115,8 +1114,8 @@ static int64_t schedule(builder_t *b, schedule_t *sc)
 
 typedef struct {
     double data, grad, exponent;
-    uint32_t *kids_ext;
-    uint32_t kids[2], arity, refs, ext, mark;
+    uint32_t *children_ext;
+    uint32_t children[2], arity, refs, ext, mark;
     uint8_t op, flags;
 } node_fields_t;
 
@@ -1163,7 +1162,7 @@ static void relocate(builder_t *b, const schedule_t *sc)
             /* a node's leaves that no other node placed (a number the
              * graph made a Value of: 1 + x) go just before it */
             uint32_t s = b->order[sc->single[u]];
-            const uint32_t *k = kids(A, s);
+            const uint32_t *k = children_of(A, s);
             for (uint32_t c = 0; c < A->arity[s]; c++) {
                 uint32_t q = b->pos[k[c]];
                 if (!placed[q] && A->op[k[c]] == PG_OP_LEAF && !b->skipped[q] && movable(b, q)) {
@@ -1192,8 +1191,8 @@ static void relocate(builder_t *b, const schedule_t *sc)
     memset(map, 0xff, (size_t)A->used * sizeof *map);
     for (uint32_t k = 0; k < n; k++) {
         uint32_t s = b->order[seq[k]];
-        moved[k] = (node_fields_t){A->data[s], A->grad[s], A->exponent[s], A->kids_ext[s],
-                                   {A->kids[s][0], A->kids[s][1]}, A->arity[s], A->refs[s],
+        moved[k] = (node_fields_t){A->data[s], A->grad[s], A->exponent[s], A->children_ext[s],
+                                   {A->children[s][0], A->children[s][1]}, A->arity[s], A->refs[s],
                                    A->ext[s], A->mark[s], A->op[s], A->flags[s]};
         map[s] = slots[k];
     }
@@ -1205,9 +1204,9 @@ static void relocate(builder_t *b, const schedule_t *sc)
         A->data[t] = f->data;
         A->grad[t] = f->grad;
         A->exponent[t] = f->exponent;
-        A->kids_ext[t] = f->kids_ext;
-        A->kids[t][0] = f->kids[0];
-        A->kids[t][1] = f->kids[1];
+        A->children_ext[t] = f->children_ext;
+        A->children[t][0] = f->children[0];
+        A->children[t][1] = f->children[1];
         A->arity[t] = f->arity;
         A->refs[t] = f->refs;
         A->ext[t] = f->ext;
@@ -1221,7 +1220,7 @@ static void relocate(builder_t *b, const schedule_t *sc)
     for (uint32_t p = 0; p < P; p++) {
         uint32_t s = b->order[p];
         b->pos[s] = p;
-        uint32_t *k = A->arity[s] > 2 ? A->kids_ext[s] : A->kids[s];
+        uint32_t *k = A->arity[s] > 2 ? A->children_ext[s] : A->children[s];
         remap_all(k, A->arity[s], map);
     }
     for (uint32_t g = 0; g < b->n_groups; g++) {

@@ -278,7 +278,7 @@ def _keep_states_of(dying):
     attributes stay with their nodes, if the nodes live on (parents, tapes)."""
     for value in dying:
         h = getattr(value, "_h", None)  # a program may have overwritten it
-        if _is_handle(h) and lib.pg_parent_refs(h) > 0 and lib.pg_set_stateful(h) >= 0:
+        if _is_handle(h) and lib.pg_internal_refs(h) > 0 and lib.pg_set_stateful(h) >= 0:
             _held_states[h] = value.__dict__
 
 
@@ -309,7 +309,7 @@ def _drop_unneeded_states(full):
     held = len(_held_states)
     if not full and _SWEEP_YOUNG < held < 2 * _held_after_drop:
         return
-    for h in [h for h in _held_states if lib.pg_parent_refs(h) <= 0]:
+    for h in [h for h in _held_states if lib.pg_internal_refs(h) <= 0]:
         del _held_states[h]
     _held_after_drop = len(_held_states)
 

@@ -115,7 +115,7 @@ class Sandbox:
         nodes = (self.a, self.b, self.c, self.d)
         return (lib.pg_live_nodes(),
                 [(lib.pg_data(h), lib.pg_grad(h), lib.pg_op(h), lib.pg_child_count(h),
-                  lib.pg_parent_refs(h), lib.pg_external_refs(h)) for h in nodes],
+                  lib.pg_internal_refs(h), lib.pg_external_refs(h)) for h in nodes],
                 lib.pg_tape_length(self.tape), lib.pg_valid(self.freed), lib.pg_valid(self.stale))
 
     def close(self):
@@ -180,7 +180,7 @@ SIGNATURES = {
     "pg_set_data_many": ["hs", "ds", "n"], "pg_valid": "h", "pg_op": "h", "pg_op_name": "e",
     "pg_flags": "h",
     "pg_exponent": "h", "pg_child_count": "h", "pg_child_retain": "hi",
-    "pg_parent_refs": "h", "pg_external_refs": "h",
+    "pg_internal_refs": "h", "pg_external_refs": "h",
     "pg_backward": "h", "pg_node_backward": "h",
     "pg_tape_record": "h", "pg_tape_free": "t",
     "pg_tape_record_into": ["pr", "h"], "pg_tape_ref_clear": ["pr"],
@@ -546,12 +546,12 @@ def test_tape_refs_record_once_and_free_their_tape_once(sandbox):
     t = lib.pg_tape_record_into(ref, sb.c)
     assert t >= 0 and t != sb.tape and (ref.recorded, ref.tape) == (1, t)
     assert lib.pg_tape_length(t) == 3 and lib.pg_tape_diff(t, sb.tape) == 3
-    assert [lib.pg_parent_refs(h) for h in (sb.a, sb.b, sb.c)] == [3, 3, 2]
+    assert [lib.pg_internal_refs(h) for h in (sb.a, sb.b, sb.c)] == [3, 3, 2]
     # a filled ref takes no second tape, whatever the root: nothing recorded
     for root in [sb.c, sb.d, sb.a] + invalid_handles(sb):
         assert lib.pg_tape_record_into(ref, root) == ERR_ARG
         assert (ref.recorded, ref.tape) == (1, t)
-    assert [lib.pg_parent_refs(h) for h in (sb.a, sb.b, sb.c, sb.d)] == [3, 3, 2, 0]
+    assert [lib.pg_internal_refs(h) for h in (sb.a, sb.b, sb.c, sb.d)] == [3, 3, 2, 0]
     # clear frees it and empties the ref; again, nothing more
     lib.pg_tape_ref_clear(ref)
     assert ref.recorded == 0 and lib.pg_tape_length(t) == ERR_TAPE
@@ -561,7 +561,7 @@ def test_tape_refs_record_once_and_free_their_tape_once(sandbox):
     # a cleared ref is empty: it can record again (here d's one-node graph)
     t2 = lib.pg_tape_record_into(ref, sb.d)
     assert t2 >= 0 and t2 != t and (ref.recorded, ref.tape) == (1, t2)
-    assert lib.pg_tape_length(t2) == 1 and lib.pg_parent_refs(sb.d) == 1
+    assert lib.pg_tape_length(t2) == 1 and lib.pg_internal_refs(sb.d) == 1
     lib.pg_tape_ref_clear(ref)
     assert lib.pg_tape_length(t2) == ERR_TAPE and sandbox.snapshot() == before
     # a ref whose tape was freed by its id: clearing it frees nothing else
@@ -572,7 +572,7 @@ def test_tape_refs_record_once_and_free_their_tape_once(sandbox):
     # owned by a gc object, as pygrad's are: its tape goes with it...
     owned = new_tape_ref()
     t = lib.pg_tape_record_into(owned, sb.c)
-    assert t >= 0 and owned.recorded == 1 and lib.pg_parent_refs(sb.c) == 2
+    assert t >= 0 and owned.recorded == 1 and lib.pg_internal_refs(sb.c) == 2
     del owned
     assert lib.pg_tape_length(t) == ERR_TAPE and sandbox.snapshot() == before
     # ...or sooner, with ffi.release (pygrad's _Tape.free), and only once
@@ -601,10 +601,10 @@ def test_a_tape_ref_over_a_stateful_root_holds_the_unflagged_id(healthy):
     flagged = lib.pg_tape_record_into(ref, x._h)
     assert flagged < 0 and ref.recorded == 1 and flagged - PENDING == ref.tape
     t = pygrad._lifetime.settle(flagged, (x,))
-    assert t == ref.tape and lib.pg_tape_length(t) == 1 and lib.pg_parent_refs(x._h) == 1
+    assert t == ref.tape and lib.pg_tape_length(t) == 1 and lib.pg_internal_refs(x._h) == 1
     assert lib.pg_tape_record_into(ref, x._h) == ERR_ARG  # filled
     del ref
-    assert lib.pg_tape_length(t) == ERR_TAPE and lib.pg_parent_refs(x._h) == 0
+    assert lib.pg_tape_length(t) == ERR_TAPE and lib.pg_internal_refs(x._h) == 0
     plain = Value(2.0)
     pygrad.live_nodes()
     ref = new_tape_ref()
@@ -757,7 +757,7 @@ class RawArena(RuleBasedStateMachine):
                 self.custom.discard(n)
                 self.dead.append(n)
 
-    def parent_refs(self):
+    def internal_refs(self):
         """handle -> references from parents and tapes, for every live node."""
         alive = self.reachable()
         parents = dict.fromkeys(alive, 0)
@@ -849,7 +849,7 @@ class RawArena(RuleBasedStateMachine):
         pool = self.known()
         assume(pool)
         h = data.draw(st.sampled_from(pool))
-        assert lib.pg_set_stateful(h) == self.parent_refs()[h]
+        assert lib.pg_set_stateful(h) == self.internal_refs()[h]
 
     @rule(data=st.data(), act=st.integers(lib.PG_ACT_LINEAR, lib.PG_ACT_SIGMOID))
     def layer(self, data, act):
@@ -986,7 +986,7 @@ class RawArena(RuleBasedStateMachine):
         unary = [getattr(lib, f"pg_{name}") for name in unary_ops()]
         for fn in (*unary, lib.pg_retain, lib.pg_release, lib.pg_backward, lib.pg_node_backward,
                    lib.pg_set_custom_backward, lib.pg_tape_record, lib.pg_op, lib.pg_flags,
-                   lib.pg_child_count, lib.pg_parent_refs, lib.pg_external_refs,
+                   lib.pg_child_count, lib.pg_internal_refs, lib.pg_external_refs,
                    lib.pg_set_stateful):
             assert fn(bad) == ERR_HANDLE
         assert lib.pg_valid(bad) == 0
@@ -1020,12 +1020,12 @@ class RawArena(RuleBasedStateMachine):
     def arena_matches_the_model(self):
         alive = self.reachable()
         assert lib.pg_live_nodes() == self.base + len(alive)
-        parents = self.parent_refs()
+        parents = self.internal_refs()
         used = lib.pg_slots_in_use()
         for n in alive:
             assert lib.pg_valid(n) == 1 and n >> lib.PG_GEN_BITS < used
             assert lib.pg_external_refs(n) == self.ext.get(n, 0), n
-            assert lib.pg_parent_refs(n) == parents[n], n
+            assert lib.pg_internal_refs(n) == parents[n], n
         for n in self.dead[-50:]:
             assert lib.pg_valid(n) == 0
         for t, ref in self.refs.items():
@@ -1325,7 +1325,7 @@ def test_a_stateful_value_holds_one_reference_through_its_anchor(healthy):
         pygrad.live_nodes()
         anchor = v._anchor
         assert type(anchor) is Anchor and anchor._h == h
-        assert lib.pg_external_refs(h) == 1 and lib.pg_parent_refs(h) == 0
+        assert lib.pg_external_refs(h) == 1 and lib.pg_internal_refs(h) == 0
         assert in_values(anchor) == 1 and in_values(v) == 0
         del anchor
     assert getattr(plain, "_anchor", None) is None and in_values(plain) == 1
@@ -1339,7 +1339,7 @@ def test_a_stateful_value_holds_one_reference_through_its_anchor(healthy):
     # a parent adds a parent reference, not an external one
     y = v * 2.0
     pygrad.live_nodes()
-    assert (lib.pg_external_refs(h), lib.pg_parent_refs(h)) == (1, 1)
+    assert (lib.pg_external_refs(h), lib.pg_internal_refs(h)) == (1, 1)
     # dropping the Value releases nothing at once (nothing runs when a Value
     # dies); the next sweep finds its anchor unheld and gives the reference back
     hu = u._h
@@ -1348,7 +1348,7 @@ def test_a_stateful_value_holds_one_reference_through_its_anchor(healthy):
     assert lib.pg_valid(hu) == 1 and lib.pg_external_refs(hu) == 1
     pygrad.live_nodes()
     assert lib.pg_valid(hu) == 0
-    assert (lib.pg_valid(h), lib.pg_external_refs(h), lib.pg_parent_refs(h)) == (1, 0, 1)
+    assert (lib.pg_valid(h), lib.pg_external_refs(h), lib.pg_internal_refs(h)) == (1, 0, 1)
     assert not any(getattr(x, "_h", None) in (h, hu) for x in pygrad._lifetime.values)
     del y
     pygrad.live_nodes()
@@ -1360,7 +1360,7 @@ def test_a_stateful_value_holds_one_reference_through_its_anchor(healthy):
     old = x._h
     x.__init__(2.0)
     pygrad.live_nodes()
-    assert (lib.pg_external_refs(old), lib.pg_parent_refs(old)) == (0, 1)
+    assert (lib.pg_external_refs(old), lib.pg_internal_refs(old)) == (0, 1)
     assert lib.pg_external_refs(x._h) == 1 and x._anchor._h == x._h
     assert in_values(x._anchor) == 1 and in_values(x) == 0
     assert sum(1 for a in pygrad._lifetime.values if getattr(a, "_h", None) == old) == 0
@@ -1389,7 +1389,7 @@ def test_a_stateful_value_in_a_cycle_is_released_after_the_collector_frees_it(he
     finally:
         if enabled:
             gc.enable()
-    assert lib.pg_parent_refs(x._h) == 0 and lib.pg_external_refs(x._h) == 1
+    assert lib.pg_internal_refs(x._h) == 0 and lib.pg_external_refs(x._h) == 1
     del x
     assert settle() == healthy
 

@@ -252,7 +252,7 @@ def check_threads_match_one_thread(rounds=None, seconds=None):
     assert any(g != 0.0 for g in got[1][0])
     pygrad.live_nodes()  # release the dead Values' graphs now
     for run in (threaded, serial):
-        assert all(lib.pg_parent_refs(p._h) == 0 for p in run.shared)  # no graph holds them
+        assert all(lib.pg_internal_refs(p._h) == 0 for p in run.shared)  # no graph holds them
         run.close()
     del threaded, serial, got, want, run
     assert settle() == start  # nothing leaked, nothing freed twice

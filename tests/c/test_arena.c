@@ -131,7 +131,7 @@ static void test_leaf_and_ops(void)
     CHECK_EQ(pg_op(a), PG_OP_LEAF);
     CHECK_EQ(pg_child_count(a), 0);
     CHECK_EQ(pg_external_refs(a), 1);
-    CHECK_EQ(pg_parent_refs(a), 0);
+    CHECK_EQ(pg_internal_refs(a), 0);
     CHECK_EQ(pg_valid(a), 1);
 
     int64_t s = pg_add(a, b);
@@ -140,7 +140,7 @@ static void test_leaf_and_ops(void)
     CHECK_EQ(pg_child_count(s), 2);
     CHECK_EQ(child(s, 0), a);
     CHECK_EQ(child(s, 1), b);
-    CHECK_EQ(pg_parent_refs(a), 1);
+    CHECK_EQ(pg_internal_refs(a), 1);
 
     int64_t m = pg_mul(a, b);
     CHECK_SAME(pg_data(m), -6.0);
@@ -245,7 +245,7 @@ static void test_composite_ops(void)
     CHECK_EQ(pg_op(child(nb, 1)), PG_OP_LEAF);
     CHECK_SAME(pg_data(child(nb, 1)), -1.0);
     CHECK_EQ(pg_external_refs(nb), 0); /* the temporary is held by its parent only */
-    CHECK_EQ(pg_parent_refs(nb), 1);
+    CHECK_EQ(pg_internal_refs(nb), 1);
     CHECK_EQ(pg_backward(d), PG_OK);
     CHECK_SAME(pg_grad(a), 1.0);
     CHECK_SAME(pg_grad(b), -1.0);
@@ -477,7 +477,7 @@ static void test_refcounting(void)
     int64_t live0 = pg_live_nodes();
     int64_t a = pg_leaf(1.0), b = pg_leaf(2.0), s = pg_add(a, b);
     CHECK_EQ(pg_live_nodes(), live0 + 3);
-    CHECK_EQ(pg_parent_refs(a), 1);
+    CHECK_EQ(pg_internal_refs(a), 1);
 
     CHECK_EQ(pg_release(a), PG_OK);
     CHECK_EQ(pg_valid(a), 1); /* s still holds it */
@@ -495,7 +495,7 @@ static void test_refcounting(void)
     CHECK_EQ(pg_valid(s), 0);
     CHECK_EQ(pg_valid(a), 0);
     CHECK_EQ(pg_valid(b), 1);
-    CHECK_EQ(pg_parent_refs(b), 0);
+    CHECK_EQ(pg_internal_refs(b), 0);
     CHECK_EQ(pg_live_nodes(), live0 + 1);
 
     /* pg_retain / pg_release pairs. */
@@ -589,9 +589,9 @@ static void check_rejected(int64_t h, int64_t ok, const char *what)
     CHECK_EQ(pg_exp(h), PG_ERR_HANDLE);
     CHECK_EQ(pg_log(h), PG_ERR_HANDLE);
     CHECK_EQ(pg_sigmoid(h), PG_ERR_HANDLE);
-    int64_t kids[3] = {ok, h, ok};
-    CHECK_EQ(pg_custom_node(1.0, kids, 2), PG_ERR_HANDLE);
-    CHECK_EQ(pg_custom_node(1.0, kids, 3), PG_ERR_HANDLE);
+    int64_t children[3] = {ok, h, ok};
+    CHECK_EQ(pg_custom_node(1.0, children, 2), PG_ERR_HANDLE);
+    CHECK_EQ(pg_custom_node(1.0, children, 3), PG_ERR_HANDLE);
     CHECK_EQ(pg_set_custom_backward(h), PG_ERR_HANDLE);
     CHECK_EQ(pg_set_stateful(h), PG_ERR_HANDLE);
     pg_tape_ref ref = {0, 0};
@@ -612,7 +612,7 @@ static void check_rejected(int64_t h, int64_t ok, const char *what)
     CHECK_EQ(pg_flags(h), PG_ERR_HANDLE);
     CHECK_EQ(pg_child_count(h), PG_ERR_HANDLE);
     CHECK_EQ(pg_child_retain(h, 0), PG_ERR_HANDLE);
-    CHECK_EQ(pg_parent_refs(h), PG_ERR_HANDLE);
+    CHECK_EQ(pg_internal_refs(h), PG_ERR_HANDLE);
     CHECK_EQ(pg_external_refs(h), PG_ERR_HANDLE);
     CHECK_EQ(pg_backward(h), PG_ERR_HANDLE);
     CHECK_EQ(pg_node_backward(h), PG_ERR_HANDLE);
@@ -638,7 +638,7 @@ static void check_rejected(int64_t h, int64_t ok, const char *what)
     pg_set_grad(ok, 0.0);
     CHECK_EQ(pg_live_nodes(), live0);
     CHECK_EQ(pg_external_refs(ok), 1);
-    CHECK_EQ(pg_parent_refs(ok), 0);
+    CHECK_EQ(pg_internal_refs(ok), 0);
     if (failed != failed0)
         printf("  (the failures above are for the %s handle %lld)\n", what, (long long)h);
 }
@@ -749,7 +749,7 @@ static void test_deep_mul_chain(void)
     CHECK_EQ(bad, 0);
     CHECK_EQ(pg_live_nodes(), live0 + N + 2);
     CHECK_SAME(pg_data(x), vals[N]);
-    CHECK_EQ(pg_parent_refs(c), N);
+    CHECK_EQ(pg_internal_refs(c), N);
 
     CHECK_EQ(pg_backward(x), PG_OK);
     /* Sweep from the root: x_i.grad = c * x_{i+1}.grad, c.grad += x_i * x_{i+1}.grad */
@@ -763,8 +763,8 @@ static void test_deep_mul_chain(void)
 
     CHECK_EQ(pg_release(x), PG_OK); /* frees the whole chain, iteratively */
     CHECK_EQ(pg_live_nodes(), live0 + 2);
-    CHECK_EQ(pg_parent_refs(c), 0);
-    CHECK_EQ(pg_parent_refs(x0), 0);
+    CHECK_EQ(pg_internal_refs(c), 0);
+    CHECK_EQ(pg_internal_refs(x0), 0);
     pg_release(c);
     pg_release(x0);
     CHECK_EQ(pg_live_nodes(), live0);
@@ -834,8 +834,8 @@ static void test_tapes(void)
     CHECK_EQ(pg_tape_node(t, 3), L);
     CHECK_EQ(pg_tape_node(t, 4), PG_ERR_ARG);
     CHECK_EQ(pg_tape_node(t, -1), PG_ERR_ARG);
-    CHECK_EQ(pg_parent_refs(a), 3); /* a*b, L and the tape */
-    CHECK_EQ(pg_parent_refs(L), 1);
+    CHECK_EQ(pg_internal_refs(a), 3); /* a*b, L and the tape */
+    CHECK_EQ(pg_internal_refs(L), 1);
 
     int64_t hs[] = {a, b, ab, L};
     CHECK_EQ(pg_release_many(hs, 4), 0);
@@ -1258,8 +1258,8 @@ static void test_custom_nodes(void)
     for (int i = 0; i < 5; i++)
         CHECK_EQ(child(p5, i), k[i]);
     CHECK_EQ(pg_child_retain(p5, 5), PG_ERR_ARG);
-    CHECK_EQ(pg_parent_refs(k[0]), 2);
-    CHECK_EQ(pg_parent_refs(k[4]), 2);
+    CHECK_EQ(pg_internal_refs(k[0]), 2);
+    CHECK_EQ(pg_internal_refs(k[4]), 2);
     CHECK_EQ(pg_live_nodes(), live0 + 9);
 
     /* A graph through a wide custom node: backward needs Python; a tape stops at it. */
@@ -1278,9 +1278,9 @@ static void test_custom_nodes(void)
     /* Duplicate children are counted once each. */
     int64_t dup[] = {k[1], k[1], k[2]};
     int64_t pd = pg_custom_node(0.0, dup, 3);
-    CHECK_EQ(pg_parent_refs(k[1]), 3); /* p5, and pd twice */
+    CHECK_EQ(pg_internal_refs(k[1]), 3); /* p5, and pd twice */
     CHECK_EQ(pg_release(pd), PG_OK);
-    CHECK_EQ(pg_parent_refs(k[1]), 1);
+    CHECK_EQ(pg_internal_refs(k[1]), 1);
 
     /* Bad arguments make nothing. */
     int64_t live1 = pg_live_nodes();
@@ -1292,7 +1292,7 @@ static void test_custom_nodes(void)
      * p5 holds it. */
     CHECK_EQ(pg_release(p1), PG_OK);
     CHECK_EQ(pg_valid(p1), 0);
-    CHECK_EQ(pg_parent_refs(k[0]), 1);
+    CHECK_EQ(pg_internal_refs(k[0]), 1);
     CHECK_EQ(pg_release(k[2]), PG_OK);
     CHECK_EQ(pg_valid(k[2]), 1);
     CHECK_EQ(pg_live_nodes(), live0 + 8);
@@ -1307,7 +1307,7 @@ static void test_custom_nodes(void)
     CHECK_EQ(pg_valid(p2), 0);
     CHECK_EQ(pg_valid(k[2]), 0);
     CHECK_EQ(pg_valid(k[3]), 1);
-    CHECK_EQ(pg_parent_refs(k[3]), 0);
+    CHECK_EQ(pg_internal_refs(k[3]), 0);
     CHECK_EQ(pg_release(over), PG_OK);
     CHECK_EQ(pg_valid(p0), 0);
     CHECK_EQ(pg_live_nodes(), live0 + 4);
@@ -1330,10 +1330,10 @@ static void test_node_limit(void)
     CHECK(c >= 0);
     CHECK_EQ(pg_leaf(4.0), PG_ERR_NOMEM);
     CHECK_EQ(pg_add(a, b), PG_ERR_NOMEM);
-    int64_t kids[] = {a, b, c};
-    CHECK_EQ(pg_custom_node(0.0, kids, 3), PG_ERR_NOMEM); /* its children array is freed: LSan */
+    int64_t children[] = {a, b, c};
+    CHECK_EQ(pg_custom_node(0.0, children, 3), PG_ERR_NOMEM); /* its children array is freed: LSan */
     CHECK_EQ(pg_live_nodes(), live0 + 3);
-    CHECK_EQ(pg_parent_refs(a), 0);
+    CHECK_EQ(pg_internal_refs(a), 0);
 
     /* Room for one node: ops that make two or three fail. */
     CHECK_EQ(pg_release(c), PG_OK);
@@ -1345,15 +1345,15 @@ static void test_node_limit(void)
     CHECK_EQ(pg_sub(a, b), PG_ERR_NOMEM);
     CHECK_EQ(pg_rsub_const(a, 1.0), PG_ERR_NOMEM);
     CHECK_EQ(pg_live_nodes(), live0 + 2);
-    CHECK_EQ(pg_parent_refs(a), 0);
-    CHECK_EQ(pg_parent_refs(b), 0);
+    CHECK_EQ(pg_internal_refs(a), 0);
+    CHECK_EQ(pg_internal_refs(b), 0);
 
     /* Room for two: the three-node ops fail at their last node. */
     CHECK_EQ(pg_set_node_limit(live0 + 4), live0 + 3);
     CHECK_EQ(pg_sub(a, b), PG_ERR_NOMEM);
     CHECK_EQ(pg_rsub_const(a, 1.0), PG_ERR_NOMEM);
     CHECK_EQ(pg_live_nodes(), live0 + 2);
-    CHECK_EQ(pg_parent_refs(b), 0);
+    CHECK_EQ(pg_internal_refs(b), 0);
     int64_t q = pg_div(a, b); /* two nodes: fits */
     CHECK(q >= 0);
     CHECK_EQ(pg_live_nodes(), live0 + 4);
@@ -1401,7 +1401,7 @@ static void test_layer(void)
         CHECK_EQ(child(out[j], 4 + 1), x[1]);
         CHECK_EQ(pg_external_refs(out[j]), 1);
     }
-    CHECK_EQ(pg_parent_refs(x[0]), 2);
+    CHECK_EQ(pg_internal_refs(x[0]), 2);
     CHECK_EQ(pg_backward(out[1]), PG_OK);
     CHECK_SAME(pg_grad(b[1]), 1.0);
     CHECK_SAME(pg_grad(b[0]), 0.0);
@@ -1476,7 +1476,7 @@ static void test_layer(void)
     CHECK_EQ(pg_set_node_limit(0), live1 + 3);
     CHECK_EQ(pg_release_many(out, 2), 0);
     CHECK_EQ(pg_live_nodes(), live1);
-    CHECK_EQ(pg_parent_refs(x[0]), 0);
+    CHECK_EQ(pg_internal_refs(x[0]), 0);
 
     CHECK_EQ(pg_release_many(w, 6), 0);
     CHECK_EQ(pg_release_many(b, 2), 0);
@@ -1542,7 +1542,7 @@ static void test_mlp(void)
     CHECK_EQ(pg_mlp(p, NP, sizes, relu, 2, x, out), PG_ERR_NOMEM);
     CHECK_EQ(pg_live_nodes(), live1);
     CHECK_EQ(pg_set_node_limit(0), live1 + 4);
-    CHECK_EQ(pg_parent_refs(x[0]), 0);
+    CHECK_EQ(pg_internal_refs(x[0]), 0);
 
     CHECK_EQ(pg_release_many(p, NP), 0);
     CHECK_EQ(pg_release_many(x, 2), 0);
@@ -1639,7 +1639,7 @@ static void test_no_grad(void)
     CHECK_EQ(pg_op(s), PG_OP_LEAF);
     CHECK_EQ(pg_op(d), PG_OP_LEAF);
     CHECK_EQ(pg_child_count(q), 0);
-    CHECK_EQ(pg_parent_refs(a), 0);
+    CHECK_EQ(pg_internal_refs(a), 0);
     CHECK_EQ(pg_live_nodes(), live0 + 6); /* no temporaries left */
     CHECK_EQ(pg_log(zero), PG_ERR_DOMAIN);
     int64_t wb[2] = {a, b};
@@ -1649,7 +1649,7 @@ static void test_no_grad(void)
     int64_t c = pg_custom_node(4.0, wb, 2); /* a custom op too */
     CHECK_EQ(pg_op(c), PG_OP_LEAF);
     CHECK_EQ(pg_child_count(c), 0);
-    CHECK_EQ(pg_parent_refs(b), 0);
+    CHECK_EQ(pg_internal_refs(b), 0);
     CHECK_EQ(pg_live_nodes(), live0 + 8);
 
     /* Another thread still records graphs. */
@@ -2193,11 +2193,11 @@ static void test_tape_ref(void)
     CHECK_EQ(ref.recorded, 1);
     CHECK_EQ(ref.tape, t);
     CHECK_EQ(pg_tape_length(t), 2);
-    CHECK_EQ(pg_parent_refs(e), 1);
+    CHECK_EQ(pg_internal_refs(e), 1);
     /* A ref holds one tape: a second recording is refused, and makes none. */
     CHECK_EQ(pg_tape_record_into(&ref, e), PG_ERR_ARG);
     CHECK_EQ(pg_tape_record_into(NULL, e), PG_ERR_ARG);
-    CHECK_EQ(pg_parent_refs(e), 1);
+    CHECK_EQ(pg_internal_refs(e), 1);
     CHECK_EQ(ref.tape, t);
     pg_release(x);
     pg_release(e);
@@ -2223,9 +2223,9 @@ static void test_tape_ref(void)
     CHECK_EQ(ref.recorded, 1);
     CHECK_EQ(ref.tape, t);
     CHECK_EQ(pg_tape_length(ref.tape), 1);
-    CHECK_EQ(pg_parent_refs(a), 1);
+    CHECK_EQ(pg_internal_refs(a), 1);
     pg_tape_ref_clear(&ref);
-    CHECK_EQ(pg_parent_refs(a), 0);
+    CHECK_EQ(pg_internal_refs(a), 0);
     CHECK_EQ(pg_python_layer(0), 1);
     CHECK_EQ(pg_release(a), PG_OK);
     CHECK_EQ(pg_live_nodes(), live0);
@@ -2296,7 +2296,7 @@ static void test_stateful(void)
     int64_t params[2] = {b, a}, sizes[2] = {1, 1}; /* a bias */
     int32_t relu[1] = {0};
     CHECK_EQ(pg_mlp(params, 2, sizes, relu, 1, &b, &made[5]), PENDING);
-    CHECK_EQ(pg_parent_refs(a), 7); /* s twice, and made[0], [2], [3], [4], [5] */
+    CHECK_EQ(pg_internal_refs(a), 7); /* s twice, and made[0], [2], [3], [4], [5] */
     t = unflag(pg_tape_record(a), &flagged);
     CHECK(flagged);
     CHECK_EQ(pg_tape_length(t), 1);
