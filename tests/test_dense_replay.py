@@ -12,8 +12,7 @@ import random
 import struct
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from pygrad import Replay, Value
 from pygrad._core import lib
