@@ -790,8 +790,9 @@ static unsigned param_sets_next;
 
 static int same_set(const arena_t *A, const param_set_t *set, const int64_t *handles, size_t count)
 {
+    /* an empty set's handles may be NULL, which memcmp must not be given */
     return set->valid && set->count == count && set->mutations == A->mutations &&
-           memcmp(set->handles, handles, count * sizeof *handles) == 0;
+           (count == 0 || memcmp(set->handles, handles, count * sizeof *handles) == 0);
 }
 
 /* The slots of handles[0..count) and whether any is stateful: from a set
