@@ -49,11 +49,11 @@ process on the same workload, are the result.  Workloads:
 
 micrograd is not run on the digits and batch-1,000 workloads: a step there is
 about 0.5 and 19 million micrograd nodes (at its demo-step rate, ~10 s and
-~6 min a step); their ratios are against torch float64 instead.  Every engine of a step workload starts
-from the same weights (random.seed, then pygrad.nn.MLP or micrograd.nn.MLP)
-and sees the same data; the losses of its first two steps (so the forward, and
-the backward and update in between) must agree to 1e-9 relative across engines,
-or the run fails.
+~6 min a step); their ratios are against torch float64 instead.  Every engine
+of a step workload starts from the same weights (random.seed, then
+pygrad.nn.MLP or micrograd.nn.MLP) and sees the same data; the losses of its
+first two steps (so the forward, and the backward and update in between) must
+agree to 1e-9 relative across engines, or the run fails.
 
 GFLOP/s (printed under the table) counts 6 * sum over layers of nin * nout *
 batch flops per step: the forward, the grad into each layer's inputs and the
@@ -105,7 +105,8 @@ AGREE = 1e-9  # relative: how close every engine's loss must be on the first two
 
 def load_example(name):
     """examples/<name>.py as a module (its loss and its recorded step are timed here)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "examples", name + ".py"))
+    path = os.path.join(ROOT, "examples", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -379,7 +380,7 @@ def random_workload(hidden, batch, n_batches=2):
 def check_agreement(workload, losses):
     """Fail loudly unless every engine's losses of steps 0 and 1 agree."""
     reference = losses.get(REPLAY) or next(iter(losses.values()))
-    for engine, theirs in losses.items():
+    for theirs in losses.values():
         for k, (a, b) in enumerate(zip(theirs, reference)):
             if not (math.isfinite(a) and abs(a - b) <= AGREE * abs(b)):
                 raise AssertionError(
@@ -503,9 +504,10 @@ def measure(mode, blas_one_thread):
 
     X, y = demo_data(demo)
     repeats = max(steps, 3)
-    for engine, model, Value in (("micrograd", micrograd_model(MG, demo.sizes), MG),
-                                 ("pygrad.Value under micrograd.nn", micrograd_model(PG, demo.sizes), PG),
-                                 ("pygrad.nn", pygrad_model(demo.sizes), PG)):
+    for engine, model, Value in (
+            ("micrograd", micrograd_model(MG, demo.sizes), MG),
+            ("pygrad.Value under micrograd.nn", micrograd_model(PG, demo.sizes), PG),
+            ("pygrad.nn", pygrad_model(demo.sizes), PG)):
         rows.append(("backward (demo graph)", engine,
                      backward_only(model, Value, X, y, repeats), "time"))
 
@@ -533,7 +535,8 @@ def step_workloads(demo, mode, warmup, steps, blas_one_thread):
         workloads.append((digits_workload(digits_hidden, digits_batch),
                           {**hinge_engines(eager=True), **references}))
     else:
-        notes.append("The digits workload needs scikit-learn (`pip install scikit-learn`): skipped.")
+        notes.append("The digits workload needs scikit-learn (`pip install scikit-learn`): "
+                     "skipped.")
     workloads.append((random_workload(wide_hidden, wide_batch),
                       {**hinge_engines(eager=False), **references}))
 
@@ -565,14 +568,14 @@ def gflops_lines(rows, flops, mode, blas_one_thread):
     if blas_one_thread:
         n, repeats = {"smoke": (256, 2), "quick": (512, 3)}.get(mode, (1024, 5))
         peak = dense.peak_gflops(n, repeats)
-        lines = [f"GFLOP/s, counting 6 x sum(nin x nout) x batch flops per step (forward, "
-                 f"grad into inputs, grad into weights; a multiply-add is 2 flops), against "
-                 f"one core's float64 peak measured here: **{peak:.1f} GFLOP/s** (best of "
-                 f"{repeats} {n}x{n} numpy matmuls, one BLAS thread):"]
+        lines = [(f"GFLOP/s, counting 6 x sum(nin x nout) x batch flops per step (forward, "
+                  f"grad into inputs, grad into weights; a multiply-add is 2 flops), against "
+                  f"one core's float64 peak measured here: **{peak:.1f} GFLOP/s** (best of "
+                  f"{repeats} {n}x{n} numpy matmuls, one BLAS thread):")]
     else:
         peak = None
-        lines = ["GFLOP/s, counting 6 x sum(nin x nout) x batch flops per step (peak not "
-                 "measured: needs threadpoolctl, which comes with scikit-learn):"]
+        lines = [("GFLOP/s, counting 6 x sum(nin x nout) x batch flops per step (peak not "
+                  "measured: needs threadpoolctl, which comes with scikit-learn):")]
     for title, count in flops.items():
         rates = [(engine, count / seconds / 1e9) for workload, engine, seconds, _ in rows
                  if workload == title and engine != "micrograd" and engine in

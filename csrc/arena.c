@@ -783,8 +783,9 @@ int64_t pg_set_stateful(int64_t h) { PG_LOCKED(set_stateful(&pg_the_arena, h)); 
 
 static int same_set(const arena_t *A, const param_set_t *set, const int64_t *handles, size_t count)
 {
+    /* an empty set's handles may be NULL, which memcmp must not be given */
     return set->valid && set->count == count && set->mutations == A->mutations &&
-           memcmp(set->handles, handles, count * sizeof *handles) == 0;
+           (count == 0 || memcmp(set->handles, handles, count * sizeof *handles) == 0);
 }
 
 /* The slots of handles[0..count) and whether any is stateful: from a set

@@ -157,7 +157,8 @@ def main(argv=None):
     accuracy = float(np.mean(predicted == y_test))
     confusion = np.zeros((N_CLASSES, N_CLASSES), dtype=int)
     np.add.at(confusion, (y_test, predicted), 1)
-    print(f"held-out accuracy: {accuracy:.1%} ({int(np.sum(predicted == y_test))} of {len(y_test)})")
+    correct = int(np.sum(predicted == y_test))
+    print(f"held-out accuracy: {accuracy:.1%} ({correct} of {len(y_test)})")
 
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "digits_confusion.png")
