@@ -20,14 +20,17 @@ LIBASAN = $(shell $(CC) -print-file-name=libasan.so)
 ASAN_TESTS = test_boundary.py test_engine.py test_replay.py test_optim.py test_nn.py test_thread_stress.py
 
 .PHONY: demo test check pytest-fast install test-deps demo-deps system-deps ctest pytest valgrind valgrind-python \
-	asan-python sdist-check versions bench clean lint lint-deps
+	asan-python sdist-check versions other-versions bench clean lint lint-deps
 
 demo: demo-deps install
 	$(PYTHON) examples/moons.py
 	$(PYTHON) bench/bench.py --quick
 
-# lint and sdist-check come early: they fail fast, and the run still closes on pytest's summary.
-test: test-deps install lint sdist-check ctest pytest valgrind valgrind-python asan-python
+# lint and sdist-check come early: they fail fast. The full tier runs on this Python; the
+# fast tier then runs on every other CPython from 3.9 to 3.13 present (versions), and
+# the run closes on its one line per version.
+test: test-deps install lint sdist-check ctest pytest valgrind valgrind-python asan-python \
+	other-versions
 
 check: test-deps install ctest pytest-fast
 
@@ -130,6 +133,10 @@ VERSIONS_DIR ?= build/versions
 versions: system-deps
 	$(PYTHON) tests/python_versions.py --dir $(VERSIONS_DIR) $(if $(PY_VERSIONS),--versions $(PY_VERSIONS)) \
 	  $(if $(VERSIONS_TESTS),--pytest-args "$(VERSIONS_TESTS)")
+
+# make test's: the fast tier on every version but $(PYTHON)'s, which ran the full tier.
+other-versions: system-deps
+	$(PYTHON) tests/python_versions.py --dir $(VERSIONS_DIR) --except-running
 
 bench: install
 	$(PYTHON) bench/bench.py
