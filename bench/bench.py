@@ -553,7 +553,7 @@ def step_workloads(demo, mode, warmup, steps, blas_one_thread):
                  "rate); their ratios are against torch float64.")
     if C_REFERENCE in references:
         lines.append(f"{C_REFERENCE} is built with `{dense.C_COMPILER} {' '.join(dense.C_FLAGS)}`: "
-                     "pygrad's own flags, read from csrc/build.py.")
+                     "pygrad's own flags (-O2 and csrc/cflags).")
     else:
         notes.append(f"{C_REFERENCE}: skipped, no working C compiler.")
     if NUMPY not in references:

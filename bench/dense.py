@@ -3,8 +3,8 @@ as whole-batch array code, and how fast one core can go.
 
   NumpyStep     forward and backward by hand with numpy float64 matmuls
   CStep         bench/dense_step.c: the same step in plain C, built by this
-                module with pygrad's own compiler flags (C_FLAGS, read from
-                csrc/build.py) and loaded with cffi
+                module with pygrad's own compiler flags (C_FLAGS: -O2 and
+                csrc/cflags) and loaded with cffi
   flops_per_step, peak_gflops   for the GFLOP/s lines under bench.py's table
 
 Both steps take a pygrad.nn.MLP's current weights, then keep their own copy;
@@ -13,7 +13,6 @@ minibatch X [batch, nin] with targets T: labels -1/+1 for "svm" (micrograd's
 demo loss), one-hot rows for "hinge" (examples/digits.py's multiclass hinge).
 The loss includes alpha * sum(p**2) over every weight and bias.
 """
-import ast
 import os
 import subprocess
 import tempfile
@@ -22,26 +21,18 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PYGRAD_BUILD = os.path.join(os.path.dirname(HERE), "csrc", "build.py")
+PYGRAD_CFLAGS = os.path.join(os.path.dirname(HERE), "csrc", "cflags")
 LOSSES = {"svm": 0, "hinge": 1}
 
 
 def pygrad_c_flags():
-    """The extra_compile_args of pygrad's own build (csrc/build.py), read from
-    its source, so that the reference differs from pygrad in its design, not in
-    its compiler options, and follows when those change.  A fixed list if that
-    file no longer says them literally."""
-    try:
-        with open(PYGRAD_BUILD) as f:
-            tree = ast.parse(f.read())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.keyword) and node.arg == "extra_compile_args":
-                # warnings aside, and visibility: the reference is dlopen'ed by name
-                return [flag for flag in ast.literal_eval(node.value)
-                        if not flag.startswith(("-W", "-fvisibility"))]
-    except (OSError, SyntaxError, ValueError):
-        pass
-    return ["-O2", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off"]
+    """pygrad's own compiler options: -O2, as csrc/build.py builds the extension,
+    and the flags the extension shares with the C tests (csrc/cflags), so that
+    the reference differs from pygrad in its design, not in its compiler options,
+    and follows when those change.  Warnings aside."""
+    with open(PYGRAD_CFLAGS) as f:
+        flags = [flag for line in f if not line.startswith("#") for flag in line.split()]
+    return ["-O2"] + [flag for flag in flags if not flag.startswith("-W")]
 
 
 C_FLAGS = pygrad_c_flags()
