@@ -27,13 +27,6 @@ class Plain:
         return self
 
 
-class WithDel:
-    __slots__ = ("_h",)
-
-    def __del__(self):
-        pass
-
-
 def main():
     a, b = pygrad.Value(2.0), pygrad.Value(3.0)
     ma, mb = micrograd.engine.Value(2.0), micrograd.engine.Value(3.0)
@@ -45,7 +38,6 @@ def main():
         ("a Python lambda call (the timing loop itself)", best(lambda: None)),
         ("a no-op __mul__ on a slotted class", best(lambda: plain * plain)),
         ("object.__new__ of a slotted class, then its dealloc", best(lambda: new(Plain))),
-        ("... of a slotted class with a no-op __del__", best(lambda: new(WithDel))),
         ("a 0-argument cffi call (pg_live_nodes)", best(lambda: live())),
         ("a 2-argument cffi call making a node, and its release",
          best(lambda: release(mul(ha, hb)))),
