@@ -31,7 +31,7 @@ import threading
 import micrograd.engine
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 import pygrad
 import pygrad.engine
@@ -100,8 +100,8 @@ class Sandbox:
         self.tape = lib.pg_tape_record(self.c)
         stale = lib.pg_leaf(7.0)
         assert lib.pg_release(stale) == lib.PG_OK
-        self.d = lib.pg_leaf(8.0)  # takes the slot just freed, one generation on
-        assert self.d >> 10 == stale >> 10 and self.d != stale
+        self.d = self.leaf_in_slot(stale >> lib.PG_GEN_BITS, 8.0)  # one generation on
+        assert self.d != stale
         self.stale = stale
         self.freed = lib.pg_leaf(9.0)
         assert lib.pg_release(self.freed) == lib.PG_OK
@@ -110,6 +110,19 @@ class Sandbox:
         assert lib.pg_tape_free(self.freed_tape) == lib.PG_OK
         assert lib.pg_release(dead_tape_root) == lib.PG_OK
         assert min(self.a, self.b, self.c, self.tape, self.d) >= 0
+
+    @staticmethod
+    def leaf_in_slot(slot, x):
+        """A new leaf in the free slot `slot`: a sparse arena hands out its low
+        slots first (a high one waits at the end of the free list), so leaves
+        are made until one lands there, and the others released."""
+        others = []
+        h = lib.pg_leaf(x)
+        while h >> lib.PG_GEN_BITS != slot:
+            others.append(h)
+            h = lib.pg_leaf(x)
+        assert lib.pg_release_many(others, len(others)) == 0
+        return h
 
     def snapshot(self):
         nodes = (self.a, self.b, self.c, self.d)
@@ -757,6 +770,26 @@ class RawArena(RuleBasedStateMachine):
                 self.custom.discard(n)
                 self.dead.append(n)
 
+    def relearn_tape(self, t):
+        """A replay lays its tape's nodes out in run order: the ones nothing but
+        the tape can name (no external reference, every parent on the tape) move
+        to other slots, and their old handles go stale.  Learn the tape anew."""
+        nodes = [lib.pg_tape_node(t, i) for i in range(lib.pg_tape_length(t))]
+        moved = [n for n in self.tapes[t] if not lib.pg_valid(n)]
+        if not moved:
+            return
+        for n in moved:
+            assert self.ext.get(n, 0) == 0, "a node someone holds moved"
+            del self.kids[n]
+            self.ext.pop(n, None)
+            self.custom.discard(n)
+            self.dead.append(n)
+        for n in nodes:  # their children may have moved
+            self.kids.pop(n, None)
+        self.tapes[t] = nodes
+        for n in nodes:
+            self.learn(n)
+
     def internal_refs(self):
         """handle -> references from parents and tapes, for every live node."""
         alive = self.reachable()
@@ -943,12 +976,14 @@ class RawArena(RuleBasedStateMachine):
         custom = lib.pg_tape_custom_ops(t)
         assert custom == sum(lib.pg_op(n) == lib.PG_OP_CUSTOM or n in self.custom
                              for n in self.tapes[t])
-        for rc in (lib.pg_tape_forward(t), lib.pg_tape_replay_backward(t)):
+        for replay in (lib.pg_tape_forward, lib.pg_tape_replay_backward):
+            rc = replay(t)
             if custom:
                 assert rc == lib.PG_CUSTOM_OPS
             else:
                 assert rc in (lib.PG_OK, lib.PG_ERR_ZERODIV, lib.PG_ERR_OVERFLOW,
                               lib.PG_ERR_COMPLEX, lib.PG_ERR_RANGE, lib.PG_ERR_DOMAIN), rc
+            self.relearn_tape(t)
         end = lib.pg_tape_length(t)
         while end > 0:
             end = lib.pg_tape_backward(t, end)
@@ -1049,6 +1084,41 @@ class RawArena(RuleBasedStateMachine):
             gc.enable()
 
 
+def test_a_replay_moves_only_nodes_nothing_but_its_tape_can_name(sandbox):
+    # The first replay lays a tape's nodes out in run order (RawArena's model
+    # relearns a tape after each replay for this): a layer's DOT and ReLU nodes
+    # that only the tape holds get new slots, and their old handles go stale;
+    # every node with a handle held keeps it.
+    nin, nout, samples = 3, 4, 8
+    w = [lib.pg_leaf(0.1 * i) for i in range(nin * nout)]
+    b = [lib.pg_leaf(0.01 * i) for i in range(nout)]
+    xs, outs = [], []
+    for s in range(samples):
+        x = [lib.pg_leaf(s + 0.5 * i) for i in range(nin)]
+        out = ffi.new("int64_t[]", nout)
+        assert lib.pg_layer(w, b, x, nin, nout, lib.PG_ACT_RELU, out) == lib.PG_OK
+        xs += x
+        outs += list(out)
+    sums = [outs[0]]
+    for o in outs[1:]:
+        sums.append(lib.pg_add(sums[-1], o))
+    root = sums[-1]
+    t = lib.pg_tape_record(root)
+    for h in outs + sums[1:-1]:
+        assert lib.pg_release(h) == lib.PG_OK
+    before = [lib.pg_tape_node(t, i) for i in range(lib.pg_tape_length(t))]
+    values = [lib.pg_data(n) for n in before]
+    assert lib.pg_tape_forward(t) == lib.PG_OK and lib.pg_tape_groups(t) == 1
+    after = [lib.pg_tape_node(t, i) for i in range(lib.pg_tape_length(t))]
+    moved = [n for n in before if not lib.pg_valid(n)]
+    assert len(moved) == nout * samples * 2  # the DOTs and their ReLUs
+    assert all(lib.pg_valid(h) for h in w + b + xs + [root])
+    assert [lib.pg_data(n) for n in after] == values
+    assert lib.pg_tape_free(t) == lib.PG_OK
+    for h in w + b + xs + [root]:
+        assert lib.pg_release(h) == lib.PG_OK
+
+
 TestRawArena = RawArena.TestCase
 TestRawArena.settings = settings(max_examples=40, stateful_step_count=40, deadline=None,
                                  suppress_health_check=[HealthCheck.too_slow,
@@ -1056,7 +1126,9 @@ TestRawArena.settings = settings(max_examples=40, stateful_step_count=40, deadli
 
 
 def test_raw_arena_programs_leave_the_engine_healthy(healthy):
-    pass  # runs after TestRawArena in file order: the fixture checks health
+    # a few programs more, then the fixture checks that the engine still works
+    run_state_machine_as_test(RawArena, settings=settings(
+        TestRawArena.settings, max_examples=5))
 
 
 # --- the Python wrapper: a Value whose _h was overwritten ---------------------------
