@@ -1,6 +1,7 @@
 """The demo program and the benchmark run end to end (tiny sizes, no timing checks)."""
 import importlib.util
 import pathlib
+import re
 import struct
 import subprocess
 import sys
@@ -30,6 +31,22 @@ def test_moons_demo_trains_and_writes_pngs(tmp_path):
     for name in ("moons_decision_boundary.png", "moons_loss.png"):
         width, height = png_size(tmp_path / name)
         assert width > 200 and height > 200
+
+
+def test_digits_example_trains_through_replay_and_writes_a_confusion_matrix(tmp_path):
+    for module in ("sklearn", "matplotlib", "tqdm"):
+        pytest.importorskip(module, reason="the digits example needs scikit-learn, "
+                                           "matplotlib and tqdm")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "digits.py"), "--epochs", "20",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    accuracy = re.search(r"held-out accuracy: ([\d.]+)% \((\d+) of 450\)", result.stdout)
+    assert accuracy, result.stdout
+    assert float(accuracy.group(1)) > 85  # 20 epochs: ~95%; chance is 10%
+    width, height = png_size(tmp_path / "digits_confusion.png")
+    assert width > 200 and height > 200
 
 
 def test_bench_smoke_prints_a_ratio_for_every_engine(capsys):
