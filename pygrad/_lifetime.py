@@ -121,7 +121,7 @@ def settle(result, operands=(), fn=None, *args):
 
 # Sweeps a call at the node limit tries before it gives up: other threads can
 # take the room one sweep made before this thread's call gets it.
-_LIMIT_ATTEMPTS = 4
+_LIMIT_ATTEMPTS = 8
 
 
 def _retry_after_collecting(fn, args):
