@@ -46,7 +46,9 @@ GEN_BITS = lib.PG_GEN_BITS
 PENDING = -(1 << lib.PG_PENDING_SHIFT)
 _LAST_ERROR = PENDING // 2  # results in (_LAST_ERROR, 0) are error codes
 
-values = []  # plain Values: values[:_old] survived a sweep; the rest are young
+# plain Values: values[:_old] survived a sweep (values[:_tenured] two or more); the
+# rest are young
+values = []
 keep = values.append  # how every new plain Value is kept (engine.py's hot path)
 # Plain Values that nothing held at the last sweep, to be used again: a new
 # Value made from one of these skips an allocation, a deallocation and the
@@ -58,6 +60,13 @@ free = []
 _RECYCLE = sys.version_info >= (3, 11) and not os.environ.get("PG_NORECYCLE")
 _FREE_MAX = 4 * lib.PG_SWEEP_EVERY
 _old = 0
+# values[_tenured:_old] survived one sweep only.  Most of them are temporaries of
+# whatever was running when the sweep came (a training step's inputs, scores,
+# partial sums), which die soon after, each holding the graph under it: so
+# every sweep looks at them once more, not only a full one.  Without that a
+# training loop that rebuilds its graph every step keeps several steps' graphs
+# alive between full sweeps, and the arena grows past where it keeps its memory.
+_tenured = 0
 _old_known = 0  # values[:_old_known] are in the table (register_young puts them there)
 _mixed = False  # something other than a plain Value was put in `values` since the last sweep
 _since_full = 0  # Values kept since the last full sweep
@@ -142,14 +151,15 @@ def _retry_after_collecting(fn, args):
 
 def sweep(full=False, blocking=True):
     """Let go of the plain Values nothing but pygrad holds: the young ones
-    (kept since the last sweep), or all of them (full; also once four times as
-    many Values were kept since the last full sweep as there are old ones, so
-    that looking at each costs O(1) per Value kept).  One thread at a time; a
-    caller that may skip it passes blocking=False.
+    (kept since the last sweep) and those that survived the last sweep only,
+    or all of them (full; also once four times as many Values were kept since
+    the last full sweep as there are old ones, so that looking at each costs
+    O(1) per Value kept).  One thread at a time; a caller that may skip it
+    passes blocking=False.
 
     Safe to interrupt anywhere: until `values` changes nothing has, and a
     sweep that did not finish makes the next one look at everything."""
-    global _old, _old_known, _clean, _since_full
+    global _old, _old_known, _clean, _since_full, _tenured
     if not _lock.acquire(blocking):
         return
     try:
@@ -161,7 +171,7 @@ def sweep(full=False, blocking=True):
         # Old Values hold references of their own: the dead ones are named.  A
         # dead young one holds a nursery entry, which goes without naming it,
         # as long as each young Value holds exactly one (else all are named).
-        start, end = (0 if full else _old), len(values)
+        start, end = (0 if full else min(_tenured, _old)), len(values)
         old = _old - start  # how many of the batch are old
         batch = values[start:end]
         held = list(map(ne, _sweep_refcounts(batch), repeat(_UNHELD)))
@@ -179,22 +189,24 @@ def sweep(full=False, blocking=True):
         else:
             named = ()
         del batch, held
+        old_survivors = len(survivors) - len(newcomers) if old else 0
         kept, tampered = _handles_for_c(survivors if not _clean else newcomers)
         dropped = _handles_for_c(named)[0]
         del named
         if tampered:  # they stay young: see _handles_for_c
             survivors = _without(survivors, tampered)
+            old_survivors = 0  # all looked at again next time
         _keep_states_of(v for v, is_held in attributed if not is_held)
         n_survivors, n_kept, n_dropped = len(survivors), len(kept), len(dropped)
         _clean = False
-        if full:
-            _old_known = 0  # the old ones are reordered: the next walk looks again
-        # No call between these three lines, where an interrupt could land
+        _old_known = min(_old_known, start)  # from start on they are reordered: looked at again
+        # No call between these four lines, where an interrupt could land
         # (Python runs signal handlers after calls and at loops' ends only):
         # `values` loses the dead exactly when C releases them.  (Tampered
         # Values stay young: after the old ones.)
         values[start:end] = survivors + tampered
         _old = start + n_survivors
+        _tenured = start + old_survivors  # the old ones that survived again
         lib.pg_sweep_end(kept, n_kept, dropped, n_dropped)
         _clean = True
         for value, is_held in attributed:
@@ -204,7 +216,7 @@ def sweep(full=False, blocking=True):
                 except _TAMPERED + (StaleValueError,):
                     pass  # its _h was overwritten: it stays plain while it names no live node
         if _RECYCLE and dead and not attributed:
-            _recycle(dead, mixed=full or _mixed)
+            _recycle(dead, mixed=full or _mixed or old)
         _drop_unneeded_states(full)
         if full:
             _fit_table()

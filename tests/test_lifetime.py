@@ -571,6 +571,26 @@ def test_a_huge_node_limit_in_the_environment_is_a_value_error_at_import():
 
 # --- 9. memory given back ---------------------------------------------------------------------
 
+def test_a_loop_that_rebuilds_its_graph_keeps_only_its_last_few_graphs():
+    # A sweep lands mid-step, where it finds the step's temporaries (inputs,
+    # partial sums) and the last step's loss alive; they die soon after, and
+    # the next sweep lets go of them and of the graphs under them, not only a
+    # full sweep (which, paced to keep sweeping O(1) per Value, let about ten
+    # steps' graphs pile up).
+    from pygrad._core import lib
+    params = [Value(0.5) for _ in range(50)]
+    start = settle()
+    graph = peak = 0
+    for _ in range(60):
+        xs = [Value(float(i)) for i in range(300)]
+        loss = sum(p * x for p, x in zip(params * 6, xs))
+        loss.backward()
+        live = lib.pg_live_nodes() - start
+        graph, peak = graph or live, max(peak, live)
+    assert 900 <= graph < 950  # 300 leaves, products and sums
+    assert peak < 6 * graph, f"{peak / graph:.1f} steps' graphs alive at once"
+
+
 @pytest.mark.slow
 def test_memory_of_a_ten_million_node_graph_is_given_back():
     done = run_python("""
