@@ -128,6 +128,39 @@ static void accumulate_products(double *C, size_t ldc, const double *A, size_t a
         TILE_ROW(1);
 }
 
+/* A group's ReLU over a row of n doubles (n a multiple of VEC), without a
+ * branch per element: with data-dependent signs a branch is mispredicted
+ * about every other time, and the scalar loops cost more than the products.
+ * Bit for bit ops.h's relu_value and 0.0 + relu_grad:
+ *   relu_value(a) = a < 0.0 ? 0.0 : a: a's bits with those of a < 0.0 cleared
+ *     (0.0 is all zero bits; -0.0 and NaN are not < 0.0 and pass unchanged);
+ *   relu_grad(out, g) = (double)(out > 0.0) * g: the factor 1.0 or 0.0 is
+ *     1.0's bits masked by out > 0.0, then the same multiply, then 0.0 + it. */
+typedef long long lvec __attribute__((vector_size(64)));
+typedef long long lvec_in_memory __attribute__((vector_size(64), aligned(8), may_alias));
+
+VECTOR_CLONES
+static void relu_values(double *act, const double *out, uint32_t n)
+{
+    const vec zero = SPLAT(0.0);
+    for (uint32_t s = 0; s < n; s += VEC) {
+        vec a = LOAD(out + s);
+        lvec negative = a < zero; /* -1 (all bits) where a < 0.0, else 0 */
+        *(lvec_in_memory *)(act + s) = (lvec)a & ~negative;
+    }
+}
+
+VECTOR_CLONES
+static void relu_grads(double *go, const double *act, uint32_t n)
+{
+    const vec zero = SPLAT(0.0), one = SPLAT(1.0);
+    for (uint32_t s = 0; s < n; s += VEC) {
+        lvec positive = LOAD(act + s) > zero;
+        vec factor = (vec)((lvec)one & positive); /* (double)(out > 0.0) */
+        STORE(go + s, zero + factor * LOAD(go + s));
+    }
+}
+
 /* --- groups ------------------------------------------------------------------------
  * Neurons are numbered in the order backward meets them within a sample, and
  * samples in the order backward meets them for a neuron: the kernels' k
@@ -316,8 +349,7 @@ static void group_forward(arena_t *A, group_t *g)
         double *act = g->ACT + (size_t)j * Sp;
         switch (g->act_op) {
         case PG_OP_RELU:
-            for (uint32_t s = 0; s < S; s++)
-                act[s] = relu_value(out[s]);
+            relu_values(act, out, Sp);
             break;
         case PG_OP_TANH:
             for (uint32_t s = 0; s < S; s++)
@@ -353,8 +385,7 @@ static void gather_output_grads(arena_t *A, group_t *g, int values_unchanged)
         read_row(go, G, g->act_row[j], act_node, 1, S); /* the activations' grads... */
         switch (g->act_op) {                            /* ...through them */
         case PG_OP_RELU:
-            for (uint32_t s = 0; s < S; s++)
-                go[s] = 0.0 + relu_grad(act[s], go[s]);
+            relu_grads(go, act, Sp);
             break;
         case PG_OP_TANH:
             for (uint32_t s = 0; s < S; s++)
