@@ -476,7 +476,9 @@ struct pg_plan {
     uint32_t *ops;   /* the runs' records, forward order */
     group_t *groups;
     uint32_t n_groups;
-    uint32_t *zero; /* nodes whose grads backward zeroes first */
+    uint32_t *zero; /* nodes whose grads backward zeroes first, as runs of
+                     * slots: (first slot, count) pairs (relocate() packs the
+                     * nodes, so there are few), n_zero of them */
     uint32_t n_zero;
     uint32_t *skip; /* leaves whose grads it zeroes last */
     uint32_t n_skip;
@@ -1322,12 +1324,27 @@ static int64_t emit(builder_t *b, const schedule_t *sc, pg_plan *plan)
  * and the skipped leaves (zeroed last). */
 static int64_t zero_list(const builder_t *b, const uint8_t *assigned, pg_plan *plan)
 {
-    plan->zero = malloc(((size_t)b->count + 1) * sizeof *plan->zero);
-    if (!plan->zero)
+    uint32_t *slots = malloc(((size_t)b->count + 1) * sizeof *slots), n = 0;
+    plan->zero = malloc((2 * (size_t)b->count + 1) * sizeof *plan->zero);
+    if (!slots || !plan->zero) {
+        free(slots);
         return PG_ERR_NOMEM;
+    }
     for (uint32_t p = 0; p < b->count; p++)
         if (!assigned[p] && !b->skipped[p])
-            plan->zero[plan->n_zero++] = b->order[p];
+            slots[n++] = b->order[p];
+    qsort(slots, n, sizeof *slots, by_slot); /* zeroing's order changes nothing */
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t *run = plan->zero + 2 * (size_t)plan->n_zero; /* the next run */
+        if (plan->n_zero && run[-2] + run[-1] == slots[i])
+            run[-1]++; /* the last run goes on */
+        else {
+            run[0] = slots[i];
+            run[1] = 1;
+            plan->n_zero++;
+        }
+    }
+    free(slots);
     return PG_OK;
 }
 
@@ -1538,8 +1555,8 @@ int64_t pg_plan_backward(arena_t *A, const pg_plan *plan)
     ASSERT_LOCKED();
     const int values_unchanged = plan->forward_writes == A->data_writes;
     double *G = A->grad;
-    for (uint32_t i = 0; i < plan->n_zero; i++)
-        G[plan->zero[i]] = 0.0;
+    for (uint32_t i = 0; i < plan->n_zero; i++) /* 0.0 is all zero bits */
+        memset(G + plan->zero[2 * i], 0, (size_t)plan->zero[2 * i + 1] * sizeof *G);
     G[plan->root] = 1.0;
     for (uint32_t i = plan->n_steps; i-- > 0;) {
         const step_t *step = &plan->steps[i];
