@@ -63,6 +63,9 @@
 typedef double vec __attribute__((vector_size(64)));
 /* vec in memory at any double's alignment, allowed to alias doubles */
 typedef double vec_in_memory __attribute__((vector_size(64), aligned(8), may_alias));
+/* 8 64-bit integers: comparisons' masks, shuffles' indices */
+typedef long long lvec __attribute__((vector_size(64)));
+typedef long long lvec_in_memory __attribute__((vector_size(64), aligned(8), may_alias));
 enum { VEC = 8 };
 
 /* Macros, not functions: a 64-byte vector passed by value would have a
@@ -139,8 +142,6 @@ static void accumulate_products(double *C, size_t ldc, const double *A, size_t a
  *     (0.0 is all zero bits; -0.0 and NaN are not < 0.0 and pass unchanged);
  *   relu_grad(out, g) = (double)(out > 0.0) * g: the factor 1.0 or 0.0 is
  *     1.0's bits masked by out > 0.0, then the same multiply, then 0.0 + it. */
-typedef long long lvec __attribute__((vector_size(64)));
-typedef long long lvec_in_memory __attribute__((vector_size(64), aligned(8), may_alias));
 
 VECTOR_CLONES
 static void relu_values(double *act, const double *out, uint32_t n)
@@ -183,8 +184,11 @@ typedef struct {
     /* Where whole rows lie in order in the arena (after planning laid the
      * nodes out): out_row[j] is the slot of out[j][0] when out[j][s] is that
      * slot + s for every s, else NONE; act_row likewise; x_col[i] the slot of
-     * x[0][i] when x[s][i] is that slot + s.  Such rows are copied whole. */
-    uint32_t *out_row, *act_row, *x_col;
+     * x[0][i] when x[s][i] is that slot + s.  Such rows are copied whole.
+     * x_row[s] is the slot of x[s][0] when x[s][i] is that slot + i (a
+     * sample's inputs made one after the other): when every sample's are,
+     * x_row is kept and X and XT are read from those rows, else it is NULL. */
+    uint32_t *out_row, *act_row, *x_col, *x_row;
     double *W;          /* [J][m] weights */
     double *B;          /* [J] biases */
     double *X;          /* [m][Sp] inputs, feature-major (the forward's) */
@@ -212,6 +216,7 @@ static void group_free(group_t *g)
     free(g->out_row);
     free(g->act_row);
     free(g->x_col);
+    free(g->x_row);
     free(g->cells);
     free(g->x_cells);
     free(g->out);
@@ -277,6 +282,19 @@ static int64_t map_rows(group_t *g)
             if (g->x_cells[(size_t)s * m + i] != g->x_cells[i] + s)
                 g->x_col[i] = NONE;
     }
+    g->x_row = malloc(((size_t)S + 1) * sizeof *g->x_row);
+    if (!g->x_row)
+        return PG_ERR_NOMEM;
+    for (uint32_t s = 0; s < S; s++) {
+        const uint32_t *x = g->x_cells + (size_t)s * m;
+        g->x_row[s] = x[0];
+        for (uint32_t i = 1; i < m; i++)
+            if (x[i] != x[0] + i) {
+                free(g->x_row);
+                g->x_row = NULL;
+                return PG_OK;
+            }
+    }
     return PG_OK;
 }
 
@@ -304,6 +322,60 @@ static void write_row(double *field, const double *row, uint32_t base, const uin
         field[nodes[(size_t)s * stride]] = row[s];
 }
 
+/* An 8 by 8 block transposed in registers: v[k][c] becomes v[c][k]. */
+#define TRANSPOSE_8x8(v)                                                                  \
+    do {                                                                                  \
+        const lvec lo1 = {0, 8, 2, 10, 4, 12, 6, 14}, hi1 = {1, 9, 3, 11, 5, 13, 7, 15};  \
+        const lvec lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};  \
+        const lvec lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};  \
+        vec t[8], u[8];                                                                   \
+        _Pragma("GCC unroll 4") for (int k = 0; k < 8; k += 2) {                          \
+            t[k] = __builtin_shuffle(v[k], v[k + 1], lo1);                                \
+            t[k + 1] = __builtin_shuffle(v[k], v[k + 1], hi1);                            \
+        }                                                                                 \
+        _Pragma("GCC unroll 2") for (int k = 0; k < 8; k += 4)                            \
+            _Pragma("GCC unroll 2") for (int d = 0; d < 2; d++) {                         \
+                u[k + d] = __builtin_shuffle(t[k + d], t[k + d + 2], lo2);                \
+                u[k + d + 2] = __builtin_shuffle(t[k + d], t[k + d + 2], hi2);            \
+            }                                                                             \
+        _Pragma("GCC unroll 4") for (int d = 0; d < 4; d++) {                             \
+            v[d] = __builtin_shuffle(u[d], u[d + 4], lo4);                                \
+            v[d + 4] = __builtin_shuffle(u[d], u[d + 4], hi4);                            \
+        }                                                                                 \
+    } while (0)
+
+/* dst[c * ldd + r] = row r's [c], for r < rows and c < cols: row r starts at
+ * src + at[r], or src + r * lds without `at`.  Copies only, so every bit
+ * (a NaN's payload too) arrives as it was; 8 by 8 blocks in vectors. */
+VECTOR_CLONES
+static void transpose(double *dst, size_t ldd, const double *src, const uint32_t *at, size_t lds,
+                      uint32_t rows, uint32_t cols)
+{
+    uint32_t r0 = 0;
+    for (; r0 + 8 <= rows; r0 += 8) {
+        const double *row[8];
+        for (int k = 0; k < 8; k++)
+            row[k] = src + (at ? at[r0 + k] : (size_t)(r0 + k) * lds);
+        uint32_t c0 = 0;
+        for (; c0 + 8 <= cols; c0 += 8) {
+            vec v[8];
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)
+                v[k] = LOAD(row[k] + c0);
+            TRANSPOSE_8x8(v);
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)
+                STORE(dst + (size_t)(c0 + k) * ldd + r0, v[k]);
+        }
+        for (; c0 < cols; c0++)
+            for (int k = 0; k < 8; k++)
+                dst[(size_t)c0 * ldd + r0 + k] = row[k][c0];
+    }
+    for (; r0 < rows; r0++) {
+        const double *row = src + (at ? at[r0] : (size_t)r0 * lds);
+        for (uint32_t c = 0; c < cols; c++)
+            dst[(size_t)c * ldd + r0] = row[c];
+    }
+}
+
 /* Weights, biases and inputs (feature-major), read from the arena. */
 static void gather_operands(const arena_t *A, group_t *g)
 {
@@ -315,23 +387,29 @@ static void gather_operands(const arena_t *A, group_t *g)
         for (uint32_t i = 0; i < m; i++)
             g->W[(size_t)j * m + i] = D[cell[1 + i]];
     }
+    int by_columns = 1;
+    for (uint32_t i = 0; i < m; i++)
+        by_columns &= g->x_col[i] != NONE;
+    if (!by_columns && g->x_row) { /* the samples' rows, transposed */
+        transpose(g->X, Sp, D, g->x_row, 0, g->S, m);
+        return;
+    }
     for (uint32_t i = 0; i < m; i++)
         read_row(g->X + (size_t)i * Sp, D, g->x_col[i], g->x_cells + i, m, g->S);
 }
 
-/* The inputs sample-major (the weights' grads' operand), from X. */
-static void transpose_inputs(group_t *g)
+/* The inputs sample-major (the weights' grads' operand): the samples' rows
+ * as they are in the arena (the values gather_operands last read: backward
+ * reads them again if any value was written since), else X transposed. */
+static void transpose_inputs(const arena_t *A, group_t *g)
 {
-    const uint32_t m = g->m, m1p = g->m1p, Sp = g->Sp;
-    enum { BLOCK = 16 }; /* blocks of samples: reads of X stay in a few lines */
-    for (uint32_t s0 = 0; s0 < g->S; s0 += BLOCK) {
-        uint32_t s1 = s0 + BLOCK < g->S ? s0 + BLOCK : g->S;
-        for (uint32_t i = 0; i < m; i++) {
-            const double *x = g->X + (size_t)i * Sp;
-            for (uint32_t s = s0; s < s1; s++)
-                g->XT[(size_t)s * m1p + i] = x[s];
-        }
+    const uint32_t m = g->m, m1p = g->m1p;
+    if (g->x_row) {
+        for (uint32_t s = 0; s < g->S; s++)
+            memcpy(g->XT + (size_t)s * m1p, A->data + g->x_row[s], (size_t)m * sizeof *g->XT);
+        return;
     }
+    transpose(g->XT, m1p, g->X, NULL, g->Sp, m, g->S);
 }
 
 /* out[j][s] = b[j] + w[j][0]*x[s][0] + ... (+ the activation), into the nodes. */
@@ -423,7 +501,7 @@ static void group_backward(arena_t *A, group_t *g, int values_unchanged)
         for (uint32_t i = 0; i < m; i++)
             write_row(G, g->GX + (size_t)i * Sp, g->x_col[i], g->x_cells + i, m, S);
     }
-    transpose_inputs(g);
+    transpose_inputs(A, g);
     for (uint32_t j = 0; j < J; j++) {
         const uint32_t *cell = g->cells + (size_t)j * (m + 1);
         double *gw = g->GW + (size_t)j * m1p;
