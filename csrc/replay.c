@@ -53,12 +53,13 @@
  *   C[r][c] = C[r][c] + A(r, k) * B[k][c],  k = 0, 1, ..., K-1 in this order,
  * for r < rows and c < cols (cols a multiple of VEC), A(r, k) = A[r*ars + k*aks],
  * rows of B and C ldb and ldc doubles apart.  Each C[r][c] is one sum, added
- * in k order: vectorized across c, never reordered.  Register tiles of up to 8
- * rows by 16 columns keep the sums in registers across k.  The unroll pragmas
- * are what keeps them there: without them GCC's -O2 leaves the r and v loops
- * rolled, the acc array in memory, and a load and a store around every
- * addition (2.4x slower; the additions and their order are the same).  Built for AVX-512,
- * AVX2 and the baseline, picked at load time where the toolchain can. */
+ * in k order: vectorized across c, never reordered.  Register tiles of 8
+ * rows (then 4, 2, 1) by 16 columns keep the sums in registers across k.  The
+ * unroll pragmas are what keeps them there: without them GCC's -O2 leaves the
+ * r and v loops rolled, the acc array in memory, and a load and a store
+ * around every addition (2.4x slower; the additions and their order are the
+ * same).  Built for AVX-512, AVX2 and the baseline, picked at load time where
+ * the toolchain can. */
 
 typedef double vec __attribute__((vector_size(64)));
 /* vec in memory at any double's alignment, allowed to alias doubles */
@@ -102,6 +103,8 @@ DEFINE_TILE(8, 2)
 DEFINE_TILE(8, 1)
 DEFINE_TILE(4, 2)
 DEFINE_TILE(4, 1)
+DEFINE_TILE(2, 2)
+DEFINE_TILE(2, 1)
 DEFINE_TILE(1, 2)
 DEFINE_TILE(1, 1)
 
@@ -130,6 +133,8 @@ static void accumulate_products(double *C, size_t ldc, const double *A, size_t a
         TILE_ROW(8);
     for (; r + 4 <= rows; r += 4)
         TILE_ROW(4);
+    for (; r + 2 <= rows; r += 2) /* a layer of 10 neurons: 8 + 2, not 8 + 1 + 1 */
+        TILE_ROW(2);
     for (; r < rows; r++)
         TILE_ROW(1);
 }
