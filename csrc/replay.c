@@ -41,6 +41,7 @@
  * A replay that fails (a math error from data: a log of a negative number)
  * is run again node by node in tape order, so that the error, and the node
  * it stops at, are the ones a replay without a plan would give. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,7 +53,7 @@
  * One kernel serves the three products of a layer:
  *   C[r][c] = C[r][c] + A(r, k) * B[k][c],  k = 0, 1, ..., K-1 in this order,
  * for r < rows and c < cols (cols a multiple of VEC), A(r, k) = A[r*ars + k*aks],
- * rows of B and C ldb and ldc doubles apart.  Each C[r][c] is one sum, added
+ * rows of B and C ldb and ldc doubles apart (either way: strides are signed).  Each C[r][c] is one sum, added
  * in k order: vectorized across c, never reordered.  Register tiles of 8
  * rows (then 4, 2, 1) by 16 columns keep the sums in registers across k.  The
  * unroll pragmas are what keeps them there: without them GCC's -O2 leaves the
@@ -77,8 +78,8 @@ enum { VEC = 8 };
 
 #define DEFINE_TILE(TR, NV)                                                                 \
     static inline __attribute__((always_inline)) void tile_##TR##_##NV(                      \
-        double *C, size_t ldc, const double *A, size_t ars, size_t aks, const double *B,       \
-        size_t ldb, uint32_t K)                                                             \
+        double *C, ptrdiff_t ldc, const double *A, ptrdiff_t ars, ptrdiff_t aks,                \
+        const double *B, ptrdiff_t ldb, uint32_t K)                                         \
     {                                                                                       \
         vec acc[TR][NV];                                                                    \
         _Pragma("GCC unroll 8") for (int r = 0; r < TR; r++)                                \
@@ -124,8 +125,9 @@ DEFINE_TILE(1, 1)
 #endif
 
 VECTOR_CLONES
-static void accumulate_products(double *C, size_t ldc, const double *A, size_t ars, size_t aks,
-                                const double *B, size_t ldb, uint32_t rows, uint32_t cols,
+static void accumulate_products(double *C, ptrdiff_t ldc, const double *A, ptrdiff_t ars,
+                                ptrdiff_t aks, const double *B, ptrdiff_t ldb, uint32_t rows,
+                                uint32_t cols,
                                 uint32_t K)
 {
     uint32_t r = 0;
@@ -194,6 +196,12 @@ typedef struct {
      * sample's inputs made one after the other): when every sample's are,
      * x_row is kept and X and XT are read from those rows, else it is NULL. */
     uint32_t *out_row, *act_row, *x_col, *x_row;
+    /* When not 0: x[s][i] is at slot x_col[0] + i * x_ld + s for every i and
+     * s (x_ld < 0: the rows in reverse, as a layer's outputs are when they
+     * are the next layer's inputs), and S is a multiple of VEC (S == Sp): the
+     * arena's rows themselves
+     * are X (for the products; values) and GX (grads, added into in place). */
+    int64_t x_ld;
     double *W;          /* [J][m] weights */
     double *B;          /* [J] biases */
     double *X;          /* [m][Sp] inputs, feature-major (the forward's) */
@@ -287,6 +295,15 @@ static int64_t map_rows(group_t *g)
             if (g->x_cells[(size_t)s * m + i] != g->x_cells[i] + s)
                 g->x_col[i] = NONE;
     }
+    g->x_ld = 0;
+    if (S % VEC == 0 && m > 0 && g->x_col[0] != NONE) {
+        int64_t ld = m > 1 ? (int64_t)g->x_col[1] - g->x_col[0] : S;
+        g->x_ld = ld; /* rows no closer than S: they do not overlap */
+        for (uint32_t i = 0; i < m; i++)
+            if ((ld < 0 ? -ld : ld) < S || g->x_col[i] == NONE ||
+                (int64_t)g->x_col[i] != g->x_col[0] + (int64_t)i * ld)
+                g->x_ld = 0;
+    }
     g->x_row = malloc(((size_t)S + 1) * sizeof *g->x_row);
     if (!g->x_row)
         return PG_ERR_NOMEM;
@@ -353,14 +370,14 @@ static void write_row(double *field, const double *row, uint32_t base, const uin
  * src + at[r], or src + r * lds without `at`.  Copies only, so every bit
  * (a NaN's payload too) arrives as it was; 8 by 8 blocks in vectors. */
 VECTOR_CLONES
-static void transpose(double *dst, size_t ldd, const double *src, const uint32_t *at, size_t lds,
-                      uint32_t rows, uint32_t cols)
+static void transpose(double *dst, size_t ldd, const double *src, const uint32_t *at,
+                      ptrdiff_t lds, uint32_t rows, uint32_t cols)
 {
     uint32_t r0 = 0;
     for (; r0 + 8 <= rows; r0 += 8) {
         const double *row[8];
         for (int k = 0; k < 8; k++)
-            row[k] = src + (at ? at[r0 + k] : (size_t)(r0 + k) * lds);
+            row[k] = src + (at ? (ptrdiff_t)at[r0 + k] : (ptrdiff_t)(r0 + k) * lds);
         uint32_t c0 = 0;
         for (; c0 + 8 <= cols; c0 += 8) {
             vec v[8];
@@ -375,10 +392,17 @@ static void transpose(double *dst, size_t ldd, const double *src, const uint32_t
                 dst[(size_t)c0 * ldd + r0 + k] = row[k][c0];
     }
     for (; r0 < rows; r0++) {
-        const double *row = src + (at ? at[r0] : (size_t)r0 * lds);
+        const double *row = src + (at ? (ptrdiff_t)at[r0] : (ptrdiff_t)r0 * lds);
         for (uint32_t c = 0; c < cols; c++)
             dst[(size_t)c * ldd + r0] = row[c];
     }
+}
+
+/* The inputs feature-major, rows ld apart: the arena's own (x_ld) or X. */
+static const double *inputs(const arena_t *A, const group_t *g, ptrdiff_t *ld)
+{
+    *ld = g->x_ld ? (ptrdiff_t)g->x_ld : (ptrdiff_t)g->Sp;
+    return g->x_ld ? A->data + g->x_col[0] : g->X;
 }
 
 /* Weights, biases and inputs (feature-major), read from the arena. */
@@ -392,6 +416,8 @@ static void gather_operands(const arena_t *A, group_t *g)
         for (uint32_t i = 0; i < m; i++)
             g->W[(size_t)j * m + i] = D[cell[1 + i]];
     }
+    if (g->x_ld) /* X is not used: the products read the arena's rows */
+        return;
     int by_columns = 1;
     for (uint32_t i = 0; i < m; i++)
         by_columns &= g->x_col[i] != NONE;
@@ -414,7 +440,9 @@ static void transpose_inputs(const arena_t *A, group_t *g)
             memcpy(g->XT + (size_t)s * m1p, A->data + g->x_row[s], (size_t)m * sizeof *g->XT);
         return;
     }
-    transpose(g->XT, m1p, g->X, NULL, g->Sp, m, g->S);
+    ptrdiff_t ld;
+    const double *X = inputs(A, g, &ld);
+    transpose(g->XT, m1p, X, NULL, ld, m, g->S);
 }
 
 /* out[j][s] = b[j] + w[j][0]*x[s][0] + ... (+ the activation), into the nodes. */
@@ -426,7 +454,9 @@ static void group_forward(arena_t *A, group_t *g)
     for (uint32_t j = 0; j < J; j++)
         for (uint32_t s = 0; s < Sp; s++)
             g->OUT[(size_t)j * Sp + s] = g->B[j]; /* each sum starts from b, as micrograd's */
-    accumulate_products(g->OUT, Sp, g->W, g->m, 1, g->X, Sp, J, Sp, g->m);
+    ptrdiff_t ld;
+    const double *X = inputs(A, g, &ld);
+    accumulate_products(g->OUT, Sp, g->W, g->m, 1, X, ld, J, Sp, g->m);
     for (uint32_t j = 0; j < J; j++) {
         const double *out = g->OUT + (size_t)j * Sp;
         write_row(D, out, g->out_row[j], g->out + (size_t)j * S, 1, S);
@@ -494,7 +524,13 @@ static void group_backward(arena_t *A, group_t *g, int values_unchanged)
     if (!values_unchanged) /* backward reads the values as they are now, as eager's */
         gather_operands(A, g);
     gather_output_grads(A, g, values_unchanged);
-    if (g->x_grad) {
+    if (g->x_grad && g->x_ld) { /* into the arena's rows in place */
+        double *GX = G + g->x_col[0];
+        if (g->x_fresh)
+            for (uint32_t i = 0; i < m; i++) /* 0.0 bits: eager's zeroed grads */
+                memset(GX + (ptrdiff_t)i * g->x_ld, 0, (size_t)S * sizeof *GX);
+        accumulate_products(GX, g->x_ld, g->W, 1, m, g->GO, Sp, m, Sp, J);
+    } else if (g->x_grad) {
         for (uint32_t i = 0; i < m; i++) {
             double *gx = g->GX + (size_t)i * Sp;
             if (g->x_fresh)
