@@ -916,10 +916,8 @@ static int64_t set_data_many(arena_t *A, const int64_t *handles, const double *v
     for (int64_t i = 0; i < count; i++)
         if (!lookup(A, handles[i], &s))
             return PG_ERR_HANDLE;
-    for (int64_t i = 0; i < count; i++) {
-        lookup(A, handles[i], &s);
-        A->data[s] = values[i];
-    }
+    for (int64_t i = 0; i < count; i++) /* all valid: each one's slot, as lookup() reads it */
+        A->data[(uint32_t)(handles[i] >> PG_GEN_BITS)] = values[i];
     A->data_writes++;
     return PG_OK;
 }

@@ -41,6 +41,7 @@
  * A replay that fails (a math error from data: a log of a negative number)
  * is run again node by node in tape order, so that the error, and the node
  * it stops at, are the ones a replay without a plan would give. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,14 +53,21 @@
  * One kernel serves the three products of a layer:
  *   C[r][c] = C[r][c] + A(r, k) * B[k][c],  k = 0, 1, ..., K-1 in this order,
  * for r < rows and c < cols (cols a multiple of VEC), A(r, k) = A[r*ars + k*aks],
- * rows of B and C ldb and ldc doubles apart.  Each C[r][c] is one sum, added
- * in k order: vectorized across c, never reordered.  Register tiles of up to 8
- * rows by 16 columns keep the sums in registers across k.  Built for AVX-512,
- * AVX2 and the baseline, picked at load time where the toolchain can. */
+ * rows of B and C ldb and ldc doubles apart (either way: strides are signed).  Each C[r][c] is one sum, added
+ * in k order: vectorized across c, never reordered.  Register tiles of 8
+ * rows (then 4, 2, 1) by 16 columns keep the sums in registers across k.  The
+ * unroll pragmas are what keeps them there: without them GCC's -O2 leaves the
+ * r and v loops rolled, the acc array in memory, and a load and a store
+ * around every addition (2.4x slower; the additions and their order are the
+ * same).  Built for AVX-512, AVX2 and the baseline, picked at load time where
+ * the toolchain can. */
 
 typedef double vec __attribute__((vector_size(64)));
 /* vec in memory at any double's alignment, allowed to alias doubles */
 typedef double vec_in_memory __attribute__((vector_size(64), aligned(8), may_alias));
+/* 8 64-bit integers: comparisons' masks, shuffles' indices */
+typedef long long lvec __attribute__((vector_size(64)));
+typedef long long lvec_in_memory __attribute__((vector_size(64), aligned(8), may_alias));
 enum { VEC = 8 };
 
 /* Macros, not functions: a 64-byte vector passed by value would have a
@@ -70,32 +78,34 @@ enum { VEC = 8 };
 
 #define DEFINE_TILE(TR, NV)                                                                 \
     static inline __attribute__((always_inline)) void tile_##TR##_##NV(                      \
-        double *C, size_t ldc, const double *A, size_t ars, size_t aks, const double *B,       \
-        size_t ldb, uint32_t K)                                                             \
+        double *C, ptrdiff_t ldc, const double *A, ptrdiff_t ars, ptrdiff_t aks,                \
+        const double *B, ptrdiff_t ldb, uint32_t K)                                         \
     {                                                                                       \
         vec acc[TR][NV];                                                                    \
-        for (int r = 0; r < TR; r++)                                                        \
-            for (int v = 0; v < NV; v++)                                                    \
+        _Pragma("GCC unroll 8") for (int r = 0; r < TR; r++)                                \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                            \
                 acc[r][v] = LOAD(C + r * ldc + v * VEC);                                    \
         for (uint32_t k = 0; k < K; k++) {                                                  \
             vec b[NV];                                                                      \
-            for (int v = 0; v < NV; v++)                                                    \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                            \
                 b[v] = LOAD(B + k * ldb + v * VEC);                                         \
-            for (int r = 0; r < TR; r++) {                                                  \
+            _Pragma("GCC unroll 8") for (int r = 0; r < TR; r++) {                          \
                 const double a_ = A[r * ars + k * aks];                                     \
                 vec a = SPLAT(a_);                                                          \
-                for (int v = 0; v < NV; v++)                                                \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                        \
                     acc[r][v] = acc[r][v] + a * b[v];                                       \
             }                                                                               \
         }                                                                                   \
-        for (int r = 0; r < TR; r++)                                                        \
-            for (int v = 0; v < NV; v++)                                                    \
+        _Pragma("GCC unroll 8") for (int r = 0; r < TR; r++)                                \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                            \
                 STORE(C + r * ldc + v * VEC, acc[r][v]);                                    \
     }
 DEFINE_TILE(8, 2)
 DEFINE_TILE(8, 1)
 DEFINE_TILE(4, 2)
 DEFINE_TILE(4, 1)
+DEFINE_TILE(2, 2)
+DEFINE_TILE(2, 1)
 DEFINE_TILE(1, 2)
 DEFINE_TILE(1, 1)
 
@@ -115,8 +125,9 @@ DEFINE_TILE(1, 1)
 #endif
 
 VECTOR_CLONES
-static void accumulate_products(double *C, size_t ldc, const double *A, size_t ars, size_t aks,
-                                const double *B, size_t ldb, uint32_t rows, uint32_t cols,
+static void accumulate_products(double *C, ptrdiff_t ldc, const double *A, ptrdiff_t ars,
+                                ptrdiff_t aks, const double *B, ptrdiff_t ldb, uint32_t rows,
+                                uint32_t cols,
                                 uint32_t K)
 {
     uint32_t r = 0;
@@ -124,8 +135,41 @@ static void accumulate_products(double *C, size_t ldc, const double *A, size_t a
         TILE_ROW(8);
     for (; r + 4 <= rows; r += 4)
         TILE_ROW(4);
+    for (; r + 2 <= rows; r += 2) /* a layer of 10 neurons: 8 + 2, not 8 + 1 + 1 */
+        TILE_ROW(2);
     for (; r < rows; r++)
         TILE_ROW(1);
+}
+
+/* A group's ReLU over a row of n doubles (n a multiple of VEC), without a
+ * branch per element: with data-dependent signs a branch is mispredicted
+ * about every other time, and the scalar loops cost more than the products.
+ * Bit for bit ops.h's relu_value and 0.0 + relu_grad:
+ *   relu_value(a) = a < 0.0 ? 0.0 : a: a's bits with those of a < 0.0 cleared
+ *     (0.0 is all zero bits; -0.0 and NaN are not < 0.0 and pass unchanged);
+ *   relu_grad(out, g) = (double)(out > 0.0) * g: the factor 1.0 or 0.0 is
+ *     1.0's bits masked by out > 0.0, then the same multiply, then 0.0 + it. */
+
+VECTOR_CLONES
+static void relu_values(double *act, const double *out, uint32_t n)
+{
+    const vec zero = SPLAT(0.0);
+    for (uint32_t s = 0; s < n; s += VEC) {
+        vec a = LOAD(out + s);
+        lvec negative = a < zero; /* -1 (all bits) where a < 0.0, else 0 */
+        *(lvec_in_memory *)(act + s) = (lvec)a & ~negative;
+    }
+}
+
+VECTOR_CLONES
+static void relu_grads(double *go, const double *act, uint32_t n)
+{
+    const vec zero = SPLAT(0.0), one = SPLAT(1.0);
+    for (uint32_t s = 0; s < n; s += VEC) {
+        lvec positive = LOAD(act + s) > zero;
+        vec factor = (vec)((lvec)one & positive); /* (double)(out > 0.0) */
+        STORE(go + s, zero + factor * LOAD(go + s));
+    }
 }
 
 /* --- groups ------------------------------------------------------------------------
@@ -147,8 +191,17 @@ typedef struct {
     /* Where whole rows lie in order in the arena (after planning laid the
      * nodes out): out_row[j] is the slot of out[j][0] when out[j][s] is that
      * slot + s for every s, else NONE; act_row likewise; x_col[i] the slot of
-     * x[0][i] when x[s][i] is that slot + s.  Such rows are copied whole. */
-    uint32_t *out_row, *act_row, *x_col;
+     * x[0][i] when x[s][i] is that slot + s.  Such rows are copied whole.
+     * x_row[s] is the slot of x[s][0] when x[s][i] is that slot + i (a
+     * sample's inputs made one after the other): when every sample's are,
+     * x_row is kept and X and XT are read from those rows, else it is NULL. */
+    uint32_t *out_row, *act_row, *x_col, *x_row;
+    /* When not 0: x[s][i] is at slot x_col[0] + i * x_ld + s for every i and
+     * s (x_ld < 0: the rows in reverse, as a layer's outputs are when they
+     * are the next layer's inputs), and S is a multiple of VEC (S == Sp): the
+     * arena's rows themselves
+     * are X (for the products; values) and GX (grads, added into in place). */
+    int64_t x_ld;
     double *W;          /* [J][m] weights */
     double *B;          /* [J] biases */
     double *X;          /* [m][Sp] inputs, feature-major (the forward's) */
@@ -176,6 +229,7 @@ static void group_free(group_t *g)
     free(g->out_row);
     free(g->act_row);
     free(g->x_col);
+    free(g->x_row);
     free(g->cells);
     free(g->x_cells);
     free(g->out);
@@ -241,6 +295,28 @@ static int64_t map_rows(group_t *g)
             if (g->x_cells[(size_t)s * m + i] != g->x_cells[i] + s)
                 g->x_col[i] = NONE;
     }
+    g->x_ld = 0;
+    if (S % VEC == 0 && m > 0 && g->x_col[0] != NONE) {
+        int64_t ld = m > 1 ? (int64_t)g->x_col[1] - g->x_col[0] : S;
+        g->x_ld = ld; /* rows no closer than S: they do not overlap */
+        for (uint32_t i = 0; i < m; i++)
+            if ((ld < 0 ? -ld : ld) < S || g->x_col[i] == NONE ||
+                (int64_t)g->x_col[i] != g->x_col[0] + (int64_t)i * ld)
+                g->x_ld = 0;
+    }
+    g->x_row = malloc(((size_t)S + 1) * sizeof *g->x_row);
+    if (!g->x_row)
+        return PG_ERR_NOMEM;
+    for (uint32_t s = 0; s < S; s++) {
+        const uint32_t *x = g->x_cells + (size_t)s * m;
+        g->x_row[s] = x[0];
+        for (uint32_t i = 1; i < m; i++)
+            if (x[i] != x[0] + i) {
+                free(g->x_row);
+                g->x_row = NULL;
+                return PG_OK;
+            }
+    }
     return PG_OK;
 }
 
@@ -268,6 +344,67 @@ static void write_row(double *field, const double *row, uint32_t base, const uin
         field[nodes[(size_t)s * stride]] = row[s];
 }
 
+/* An 8 by 8 block transposed in registers: v[k][c] becomes v[c][k]. */
+#define TRANSPOSE_8x8(v)                                                                  \
+    do {                                                                                  \
+        const lvec lo1 = {0, 8, 2, 10, 4, 12, 6, 14}, hi1 = {1, 9, 3, 11, 5, 13, 7, 15};  \
+        const lvec lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};  \
+        const lvec lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};  \
+        vec t[8], u[8];                                                                   \
+        _Pragma("GCC unroll 4") for (int k = 0; k < 8; k += 2) {                          \
+            t[k] = __builtin_shuffle(v[k], v[k + 1], lo1);                                \
+            t[k + 1] = __builtin_shuffle(v[k], v[k + 1], hi1);                            \
+        }                                                                                 \
+        _Pragma("GCC unroll 2") for (int k = 0; k < 8; k += 4)                            \
+            _Pragma("GCC unroll 2") for (int d = 0; d < 2; d++) {                         \
+                u[k + d] = __builtin_shuffle(t[k + d], t[k + d + 2], lo2);                \
+                u[k + d + 2] = __builtin_shuffle(t[k + d], t[k + d + 2], hi2);            \
+            }                                                                             \
+        _Pragma("GCC unroll 4") for (int d = 0; d < 4; d++) {                             \
+            v[d] = __builtin_shuffle(u[d], u[d + 4], lo4);                                \
+            v[d + 4] = __builtin_shuffle(u[d], u[d + 4], hi4);                            \
+        }                                                                                 \
+    } while (0)
+
+/* dst[c * ldd + r] = row r's [c], for r < rows and c < cols: row r starts at
+ * src + at[r], or src + r * lds without `at`.  Copies only, so every bit
+ * (a NaN's payload too) arrives as it was; 8 by 8 blocks in vectors. */
+VECTOR_CLONES
+static void transpose(double *dst, size_t ldd, const double *src, const uint32_t *at,
+                      ptrdiff_t lds, uint32_t rows, uint32_t cols)
+{
+    uint32_t r0 = 0;
+    for (; r0 + 8 <= rows; r0 += 8) {
+        const double *row[8];
+        for (int k = 0; k < 8; k++)
+            row[k] = src + (at ? (ptrdiff_t)at[r0 + k] : (ptrdiff_t)(r0 + k) * lds);
+        uint32_t c0 = 0;
+        for (; c0 + 8 <= cols; c0 += 8) {
+            vec v[8];
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)
+                v[k] = LOAD(row[k] + c0);
+            TRANSPOSE_8x8(v);
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)
+                STORE(dst + (size_t)(c0 + k) * ldd + r0, v[k]);
+        }
+        for (; c0 < cols; c0++)
+            for (int k = 0; k < 8; k++)
+                dst[(size_t)c0 * ldd + r0 + k] = row[k][c0];
+    }
+    for (; r0 < rows; r0++) {
+        const double *row = src + (at ? (ptrdiff_t)at[r0] : (ptrdiff_t)r0 * lds);
+        for (uint32_t c = 0; c < cols; c++)
+            dst[(size_t)c * ldd + r0] = row[c];
+    }
+}
+
+/* The inputs feature-major, rows ld apart: the arena's own (x_ld) or X. */
+static const double *inputs(const arena_t *A, const group_t *g, ptrdiff_t *ld)
+{
+    *ld = g->x_ld ? (ptrdiff_t)g->x_ld : (ptrdiff_t)g->Sp;
+    return g->x_ld ? A->data + g->x_col[0] : g->X;
+}
+
 /* Weights, biases and inputs (feature-major), read from the arena. */
 static void gather_operands(const arena_t *A, group_t *g)
 {
@@ -279,23 +416,33 @@ static void gather_operands(const arena_t *A, group_t *g)
         for (uint32_t i = 0; i < m; i++)
             g->W[(size_t)j * m + i] = D[cell[1 + i]];
     }
+    if (g->x_ld) /* X is not used: the products read the arena's rows */
+        return;
+    int by_columns = 1;
+    for (uint32_t i = 0; i < m; i++)
+        by_columns &= g->x_col[i] != NONE;
+    if (!by_columns && g->x_row) { /* the samples' rows, transposed */
+        transpose(g->X, Sp, D, g->x_row, 0, g->S, m);
+        return;
+    }
     for (uint32_t i = 0; i < m; i++)
         read_row(g->X + (size_t)i * Sp, D, g->x_col[i], g->x_cells + i, m, g->S);
 }
 
-/* The inputs sample-major (the weights' grads' operand), from X. */
-static void transpose_inputs(group_t *g)
+/* The inputs sample-major (the weights' grads' operand): the samples' rows
+ * as they are in the arena (the values gather_operands last read: backward
+ * reads them again if any value was written since), else X transposed. */
+static void transpose_inputs(const arena_t *A, group_t *g)
 {
-    const uint32_t m = g->m, m1p = g->m1p, Sp = g->Sp;
-    enum { BLOCK = 16 }; /* blocks of samples: reads of X stay in a few lines */
-    for (uint32_t s0 = 0; s0 < g->S; s0 += BLOCK) {
-        uint32_t s1 = s0 + BLOCK < g->S ? s0 + BLOCK : g->S;
-        for (uint32_t i = 0; i < m; i++) {
-            const double *x = g->X + (size_t)i * Sp;
-            for (uint32_t s = s0; s < s1; s++)
-                g->XT[(size_t)s * m1p + i] = x[s];
-        }
+    const uint32_t m = g->m, m1p = g->m1p;
+    if (g->x_row) {
+        for (uint32_t s = 0; s < g->S; s++)
+            memcpy(g->XT + (size_t)s * m1p, A->data + g->x_row[s], (size_t)m * sizeof *g->XT);
+        return;
     }
+    ptrdiff_t ld;
+    const double *X = inputs(A, g, &ld);
+    transpose(g->XT, m1p, X, NULL, ld, m, g->S);
 }
 
 /* out[j][s] = b[j] + w[j][0]*x[s][0] + ... (+ the activation), into the nodes. */
@@ -307,7 +454,9 @@ static void group_forward(arena_t *A, group_t *g)
     for (uint32_t j = 0; j < J; j++)
         for (uint32_t s = 0; s < Sp; s++)
             g->OUT[(size_t)j * Sp + s] = g->B[j]; /* each sum starts from b, as micrograd's */
-    accumulate_products(g->OUT, Sp, g->W, g->m, 1, g->X, Sp, J, Sp, g->m);
+    ptrdiff_t ld;
+    const double *X = inputs(A, g, &ld);
+    accumulate_products(g->OUT, Sp, g->W, g->m, 1, X, ld, J, Sp, g->m);
     for (uint32_t j = 0; j < J; j++) {
         const double *out = g->OUT + (size_t)j * Sp;
         write_row(D, out, g->out_row[j], g->out + (size_t)j * S, 1, S);
@@ -316,8 +465,7 @@ static void group_forward(arena_t *A, group_t *g)
         double *act = g->ACT + (size_t)j * Sp;
         switch (g->act_op) {
         case PG_OP_RELU:
-            for (uint32_t s = 0; s < S; s++)
-                act[s] = relu_value(out[s]);
+            relu_values(act, out, Sp);
             break;
         case PG_OP_TANH:
             for (uint32_t s = 0; s < S; s++)
@@ -353,8 +501,7 @@ static void gather_output_grads(arena_t *A, group_t *g, int values_unchanged)
         read_row(go, G, g->act_row[j], act_node, 1, S); /* the activations' grads... */
         switch (g->act_op) {                            /* ...through them */
         case PG_OP_RELU:
-            for (uint32_t s = 0; s < S; s++)
-                go[s] = 0.0 + relu_grad(act[s], go[s]);
+            relu_grads(go, act, Sp);
             break;
         case PG_OP_TANH:
             for (uint32_t s = 0; s < S; s++)
@@ -377,7 +524,13 @@ static void group_backward(arena_t *A, group_t *g, int values_unchanged)
     if (!values_unchanged) /* backward reads the values as they are now, as eager's */
         gather_operands(A, g);
     gather_output_grads(A, g, values_unchanged);
-    if (g->x_grad) {
+    if (g->x_grad && g->x_ld) { /* into the arena's rows in place */
+        double *GX = G + g->x_col[0];
+        if (g->x_fresh)
+            for (uint32_t i = 0; i < m; i++) /* 0.0 bits: eager's zeroed grads */
+                memset(GX + (ptrdiff_t)i * g->x_ld, 0, (size_t)S * sizeof *GX);
+        accumulate_products(GX, g->x_ld, g->W, 1, m, g->GO, Sp, m, Sp, J);
+    } else if (g->x_grad) {
         for (uint32_t i = 0; i < m; i++) {
             double *gx = g->GX + (size_t)i * Sp;
             if (g->x_fresh)
@@ -389,7 +542,7 @@ static void group_backward(arena_t *A, group_t *g, int values_unchanged)
         for (uint32_t i = 0; i < m; i++)
             write_row(G, g->GX + (size_t)i * Sp, g->x_col[i], g->x_cells + i, m, S);
     }
-    transpose_inputs(g);
+    transpose_inputs(A, g);
     for (uint32_t j = 0; j < J; j++) {
         const uint32_t *cell = g->cells + (size_t)j * (m + 1);
         double *gw = g->GW + (size_t)j * m1p;
@@ -442,7 +595,9 @@ struct pg_plan {
     uint32_t *ops;   /* the runs' records, forward order */
     group_t *groups;
     uint32_t n_groups;
-    uint32_t *zero; /* nodes whose grads backward zeroes first */
+    uint32_t *zero; /* nodes whose grads backward zeroes first, as runs of
+                     * slots: (first slot, count) pairs (relocate() packs the
+                     * nodes, so there are few), n_zero of them */
     uint32_t n_zero;
     uint32_t *skip; /* leaves whose grads it zeroes last */
     uint32_t n_skip;
@@ -1288,12 +1443,27 @@ static int64_t emit(builder_t *b, const schedule_t *sc, pg_plan *plan)
  * and the skipped leaves (zeroed last). */
 static int64_t zero_list(const builder_t *b, const uint8_t *assigned, pg_plan *plan)
 {
-    plan->zero = malloc(((size_t)b->count + 1) * sizeof *plan->zero);
-    if (!plan->zero)
+    uint32_t *slots = malloc(((size_t)b->count + 1) * sizeof *slots), n = 0;
+    plan->zero = malloc((2 * (size_t)b->count + 1) * sizeof *plan->zero);
+    if (!slots || !plan->zero) {
+        free(slots);
         return PG_ERR_NOMEM;
+    }
     for (uint32_t p = 0; p < b->count; p++)
         if (!assigned[p] && !b->skipped[p])
-            plan->zero[plan->n_zero++] = b->order[p];
+            slots[n++] = b->order[p];
+    qsort(slots, n, sizeof *slots, by_slot); /* zeroing's order changes nothing */
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t *run = plan->zero + 2 * (size_t)plan->n_zero; /* the next run */
+        if (plan->n_zero && run[-2] + run[-1] == slots[i])
+            run[-1]++; /* the last run goes on */
+        else {
+            run[0] = slots[i];
+            run[1] = 1;
+            plan->n_zero++;
+        }
+    }
+    free(slots);
     return PG_OK;
 }
 
@@ -1504,8 +1674,8 @@ int64_t pg_plan_backward(arena_t *A, const pg_plan *plan)
     ASSERT_LOCKED();
     const int values_unchanged = plan->forward_writes == A->data_writes;
     double *G = A->grad;
-    for (uint32_t i = 0; i < plan->n_zero; i++)
-        G[plan->zero[i]] = 0.0;
+    for (uint32_t i = 0; i < plan->n_zero; i++) /* 0.0 is all zero bits */
+        memset(G + plan->zero[2 * i], 0, (size_t)plan->zero[2 * i + 1] * sizeof *G);
     G[plan->root] = 1.0;
     for (uint32_t i = plan->n_steps; i-- > 0;) {
         const step_t *step = &plan->steps[i];
