@@ -44,8 +44,8 @@ enum pg_layout {
  *         compute it; for a unary op, pg_name makes it and Value.name calls that;
  *   op    micrograd's _op string (pg_op_name).
  * A unary op is one row of PG_UNARY_OPS, its forward and backward in ops.h, its
- * Value method and its test: the switches, pg_<name>, the Python op names and
- * the tests' lists of ops all come from here.
+ * Value method (and its stub) and its test: the switches, pg_<name>, the Python
+ * op names and the tests' lists of ops all come from here.
  *
  * cffi cannot read macros, so csrc/build.py gives it this header run through
  * the C preprocessor: what it sees is the expanded enum and declarations. */
