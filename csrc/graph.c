@@ -260,9 +260,16 @@ static int64_t tape_custom_ops(arena_t *A, int64_t id)
     return t ? (int64_t)count_custom_ops(A, t) : PG_ERR_TAPE;
 }
 
-/* The tape's replay plan, built on first use. */
-static int64_t tape_plan(arena_t *A, tape_t *t, const pg_plan **plan)
+/* The replay plan of tape `id`, built on first use: PG_OK, or PG_ERR_TAPE for
+ * no such tape, PG_CUSTOM_OPS for one holding custom ops (which cannot be
+ * recomputed: nothing is changed), or the error building it gave. */
+static int64_t tape_plan(arena_t *A, int64_t id, pg_plan **plan)
 {
+    tape_t *t = tape_lookup(A, id);
+    if (!t)
+        return PG_ERR_TAPE;
+    if (count_custom_ops(A, t))
+        return PG_CUSTOM_OPS;
     if (!t->plan) {
         int64_t rc = pg_plan_build(A, t->order, t->count, t->skip, t->n_skip, &t->plan);
         if (rc < 0)
@@ -272,42 +279,26 @@ static int64_t tape_plan(arena_t *A, tape_t *t, const pg_plan **plan)
     return PG_OK;
 }
 
-/* Recompute every node from its children, leaves first.  Custom ops cannot
- * be recomputed: a tape holding any is refused, with nothing changed. */
+/* Recompute every node from its children, leaves first. */
 static int64_t tape_forward(arena_t *A, int64_t id)
 {
-    tape_t *t = tape_lookup(A, id);
-    if (!t)
-        return PG_ERR_TAPE;
-    if (count_custom_ops(A, t))
-        return PG_CUSTOM_OPS;
-    const pg_plan *plan;
-    int64_t rc = tape_plan(A, t, &plan);
-    return rc < 0 ? rc : pg_plan_forward(A, t->plan);
+    pg_plan *plan;
+    int64_t rc = tape_plan(A, id, &plan);
+    return rc < 0 ? rc : pg_plan_forward(A, plan);
 }
 
 /* zero_grad over the whole graph, then backward from the root. */
 static int64_t tape_replay_backward(arena_t *A, int64_t id)
 {
-    tape_t *t = tape_lookup(A, id);
-    if (!t)
-        return PG_ERR_TAPE;
-    if (count_custom_ops(A, t))
-        return PG_CUSTOM_OPS;
-    const pg_plan *plan;
-    int64_t rc = tape_plan(A, t, &plan);
+    pg_plan *plan;
+    int64_t rc = tape_plan(A, id, &plan);
     return rc < 0 ? rc : pg_plan_backward(A, plan);
 }
 
 static int64_t tape_groups(arena_t *A, int64_t id)
 {
-    tape_t *t = tape_lookup(A, id);
-    if (!t)
-        return PG_ERR_TAPE;
-    if (count_custom_ops(A, t))
-        return PG_CUSTOM_OPS;
-    const pg_plan *plan;
-    int64_t rc = tape_plan(A, t, &plan);
+    pg_plan *plan;
+    int64_t rc = tape_plan(A, id, &plan);
     return rc < 0 ? rc : pg_plan_groups(plan);
 }
 
