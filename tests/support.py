@@ -34,6 +34,22 @@ def unary_ops():
             and [a.cname for a in ffi.typeof(getattr(lib, f"pg_{name}")).args] == ["int64_t"]]
 
 
+def trace(root):
+    """micrograd's trace_graph notebook helper, draw_dot's walk (the Zero-to-Hero
+    lecture's trace(), as written there): (nodes, edges) below root."""
+    nodes, edges = set(), set()
+
+    def build(v):
+        if v not in nodes:
+            nodes.add(v)
+            for child in v._prev:
+                edges.add((child, v))
+                build(child)
+
+    build(root)
+    return nodes, edges
+
+
 def rss_bytes():
     """This process's resident set size, from /proc."""
     with open("/proc/self/statm") as f:

@@ -23,7 +23,7 @@ import pygrad
 import pygrad.engine
 from pygrad import Value
 
-from support import cube, settle
+from support import cube, settle, trace
 
 MV = micrograd.engine.Value
 
@@ -48,21 +48,6 @@ def outcome(fn):
         return "ok", fn()
     except Exception as e:  # noqa: BLE001 - the type is what is compared
         return "err", type(e)
-
-
-def trace(root):
-    """micrograd's trace_graph notebook helper (draw_dot's walk)."""
-    nodes, edges = set(), set()
-
-    def build(v):
-        if v not in nodes:
-            nodes.add(v)
-            for child in v._prev:
-                edges.add((child, v))
-                build(child)
-
-    build(root)
-    return nodes, edges
 
 
 def signature(v):

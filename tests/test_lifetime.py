@@ -23,7 +23,7 @@ import pytest
 import pygrad
 from pygrad import NodeLimitError, Value
 
-from support import cube, settle
+from support import cube, settle, trace
 
 MV = micrograd.engine.Value
 
@@ -35,20 +35,6 @@ def run_python(script, timeout=120, **env):
 
 
 # --- 1. attributes belong to the node ------------------------------------------------------
-
-def lecture_trace(root):
-    """The Zero-to-Hero lecture's trace(), as written there."""
-    nodes, edges = set(), set()
-
-    def build(v):
-        if v not in nodes:
-            nodes.add(v)
-            for child in v._prev:
-                edges.add((child, v))
-                build(child)
-    build(root)
-    return nodes, edges
-
 
 def lecture_graph(V):
     """The lecture's first labelled graph: L = (a*b + c) * f."""
@@ -68,7 +54,7 @@ def lecture_graph(V):
 def test_the_lecture_s_labelled_graph_reads_back_as_in_micrograd():
     def described(root):
         root.backward()
-        nodes, edges = lecture_trace(root)
+        nodes, edges = trace(root)
         return (sorted((n.label, n.data, n.grad, n._op) for n in nodes),
                 sorted((c.label, p.label) for c, p in edges))
 
@@ -149,7 +135,7 @@ def test_prev_from_many_threads_gives_one_value_per_node():
 
         def walk():
             barrier.wait()
-            nodes, _ = lecture_trace(root)
+            nodes, _ = trace(root)
             seen.append({(n.data, n._op): id(n) for n in nodes})
 
         threads = [threading.Thread(target=walk) for _ in range(8)]
