@@ -24,6 +24,15 @@ def moons():
     return demo.make_moons(100)
 
 
+def twin_optimizers(kind, eager, model):
+    """The same optimizer ("SGD" with momentum, or "Adam") over each model."""
+    def make(m):
+        if kind == "SGD":
+            return SGD(m.parameters(), lr=1.0, momentum=0.5)
+        return Adam(m.parameters(), lr=0.02)
+    return make(eager), make(model)
+
+
 def twin_models(seed=SEED, nouts=(16, 16, 1)):
     """Two MLPs with the same initial weights: one trained eagerly, one replayed."""
     random.seed(seed)
@@ -109,11 +118,7 @@ def test_minibatch_replay_equals_eager(moons, feed_kind, opt_kind):
         np = pytest.importorskip("numpy")
     X, y = moons
     eager, model = twin_models(seed=11)
-    if opt_kind == "SGD":
-        make_opt = lambda m: SGD(m.parameters(), lr=1.0, momentum=0.5)  # noqa: E731
-    else:
-        make_opt = lambda m: Adam(m.parameters(), lr=0.02)  # noqa: E731
-    opt_eager, opt = make_opt(eager), make_opt(model)
+    opt_eager, opt = twin_optimizers(opt_kind, eager, model)
 
     xs, ys, inputs = input_leaves(BATCH)
     loss, scores = demo.svm_loss_on(model, xs, ys)
@@ -161,11 +166,7 @@ def test_inputs_require_grad_false_skips_only_the_inputs(moons, opt_kind):
     other grad is eager's, bit for bit, step after step."""
     X, y = moons
     eager, model = twin_models(seed=12)
-    if opt_kind == "SGD":
-        make_opt = lambda m: SGD(m.parameters(), lr=1.0, momentum=0.5)  # noqa: E731
-    else:
-        make_opt = lambda m: Adam(m.parameters(), lr=0.02)  # noqa: E731
-    opt_eager, opt = make_opt(eager), make_opt(model)
+    opt_eager, opt = twin_optimizers(opt_kind, eager, model)
     xs, ys, inputs = input_leaves(BATCH)
     loss, scores = demo.svm_loss_on(model, xs, ys)
     replay = Replay(loss, inputs=inputs, inputs_require_grad=False)
