@@ -208,19 +208,11 @@ def test_negative_zeros_keep_their_sign():
         n.w[0].data = -0.0
     xs = leaves(8, 2)
 
-    class M:
-        def parameters(self):
-            return layer.parameters()
-
-        def zero_grad(self):
-            for p in self.parameters():
-                p.grad = 0.0
-
     def loss(_, xs):
         return sum(o * 0.0 for x in xs for o in layer(x))
 
     feeds = [[0.0, -0.0] * 8, [-0.0, 0.0] * 8]
-    check_training(M(), loss, [xs], feeds, min_groups=1, lr=0.0)
+    check_training(layer, loss, [xs], feeds, min_groups=1, lr=0.0)
 
 
 def test_a_group_whose_weight_grads_interleave_is_dissolved_and_still_exact():
@@ -252,21 +244,13 @@ def test_partial_grids_and_shared_cells_run_node_by_node_exactly():
     layer = Layer(2, 3, nonlin=True)
     a, b = Value(0.0), Value(0.0)
 
-    class M:
-        def parameters(self):
-            return layer.parameters()
-
-        def zero_grad(self):
-            for p in self.parameters():
-                p.grad = 0.0
-
     def loss(_, rows):
         (x, y), = rows
         twice = layer([x, x])  # the same Value in both inputs
         partial = layer.neurons[0]([y, x])
         return sum(twice) + partial
 
-    check_training(M(), loss, [[[a, b]]], [[0.5, -1.5], [2.0, 0.25]], min_groups=0)
+    check_training(layer, loss, [[[a, b]]], [[0.5, -1.5], [2.0, 0.25]], min_groups=0)
 
 
 @st.composite
