@@ -7,6 +7,8 @@ import pytest
 import pygrad
 from pygrad import Value
 
+from support import trace
+
 
 def neuron():
     x1, x2 = Value(2.0), Value(0.0)
@@ -42,15 +44,7 @@ def test_to_dot_matches_micrograd_notebook_walk():
         return (y * y).relu()
 
     def micrograd_counts(root):
-        nodes, edges = set(), set()
-
-        def walk(v):
-            if v not in nodes:
-                nodes.add(v)
-                for child in v._prev:
-                    edges.add((child, v))
-                    walk(child)
-        walk(root)
+        nodes, edges = trace(root)
         return len(nodes), len(edges) + sum(1 for n in nodes if n._op)
 
     assert counts(pygrad.to_dot(build(Value))) == micrograd_counts(build(MValue))
