@@ -34,7 +34,10 @@ test: test-deps install lint sdist-check ctest pytest valgrind valgrind-python a
 
 check: test-deps install ctest pytest-fast
 
+# pip builds in ./build, and setuptools copies the package into build/lib.* without
+# emptying it first: a module deleted from the tree (pygrad/demo.py) would ship again.
 install:
+	rm -rf build/lib.* build/bdist.*
 	$(PIP) .
 
 # asan-python builds without isolation, so the build's own requirements come first
