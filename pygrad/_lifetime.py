@@ -37,8 +37,9 @@ import sys
 import threading
 import weakref
 from collections import deque
-from itertools import compress, repeat
-from operator import attrgetter, is_, is_not, ne, not_, rshift, setitem
+from functools import partial
+from itertools import compress, count, islice, repeat
+from operator import attrgetter, is_, is_not, methodcaller, ne, not_, rshift, setitem
 
 from ._core import StaleValueError, error_for, ffi, lib
 
@@ -200,15 +201,15 @@ def sweep(full=False, blocking=True):
         n_survivors, n_kept, n_dropped = len(survivors), len(kept), len(dropped)
         _clean = False
         _old_known = min(_old_known, start)  # from start on they are reordered: looked at again
-        # No call between these four lines, where an interrupt could land
-        # (Python runs signal handlers after calls and at loops' ends only):
-        # `values` loses the dead exactly when C releases them.  (Tampered
+        # `values` loses the dead exactly when C releases them: all at once, so
+        # that no signal handler's exception can land in between.  (Tampered
         # Values stay young: after the old ones.)
-        values[start:end] = survivors + tampered
-        _old = start + n_survivors
-        _tenured = start + old_survivors  # the old ones that survived again
-        lib.pg_sweep_end(kept, n_kept, dropped, n_dropped)
-        _clean = True
+        _all_at_once(partial(setitem, values, slice(start, end), survivors + tampered),
+                     partial(setitem, _globals, "_old", start + n_survivors),
+                     # the old ones that survived again
+                     partial(setitem, _globals, "_tenured", start + old_survivors),
+                     partial(lib.pg_sweep_end, kept, n_kept, dropped, n_dropped),
+                     partial(setitem, _globals, "_clean", True))
         for value, is_held in attributed:
             if is_held:
                 try:
@@ -222,6 +223,18 @@ def sweep(full=False, blocking=True):
             _fit_table()
     finally:
         _lock.release()
+
+
+_globals = globals()
+_call = methodcaller("__call__")
+
+
+def _all_at_once(*calls):
+    """Call each of `calls` (partials of C functions, which run no bytecode) in
+    turn, with no bytecode in between: a signal handler runs before all of them
+    or after all of them.  (Python 3.9 runs handlers between almost any two
+    bytecodes; 3.10+ at calls and loops' ends.)"""
+    deque(map(_call, calls), 0)
 
 
 def _is_handle(h, end=None):
@@ -421,10 +434,10 @@ def make_stateful(value):
         refs = lib.pg_set_stateful(h)  # first: a bad handle changes nothing
         if refs < 0:
             raise error_for(refs)
+        if refs > 0:  # before the anchor: a Value with one has its state held
+            _held_states[h] = value.__dict__
         anchor = _Anchor(h)
         object.__setattr__(value, "_anchor", anchor)
-        if refs > 0:
-            _held_states[h] = value.__dict__
         _remember([value])
         _replace_in_values(value, anchor)
 
@@ -446,15 +459,16 @@ def new_tape_ref():
 
 
 def _replace_in_values(value, anchor):
+    """Put `anchor` in `value`'s place in `values` (a young place, most likely),
+    found by identity: list.index would call a subclass's __eq__, and raise."""
     global _mixed
     _mixed = True
     for first in (_old, 0):
-        try:
-            i = values.index(value, first)
-        except ValueError:
-            continue
-        values[i] = anchor
-        return
+        places = compress(count(first), map(is_, islice(values, first, None), repeat(value)))
+        i = next(places, None)
+        if i is not None:
+            values[i] = anchor
+            return
 
 
 def hold_state(value):

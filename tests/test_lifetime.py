@@ -280,6 +280,80 @@ def test_no_exception_a_signal_handler_raises_is_swallowed():
     assert done.stdout.startswith("ok")
 
 
+INTERRUPT_EVERY_BYTECODE = """
+    import sys
+    import pygrad
+    from pygrad import Value, _lifetime
+    from support import cube, settle
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupting_at(n):
+        \"\"\"A tracer that raises at the n-th bytecode pygrad/_lifetime.py runs, as a
+        signal handler can on Python 3.9 (3.10+ run handlers at calls and loops' ends).\"\"\"
+        count = 0
+
+        def tracer(frame, event, arg):
+            nonlocal count
+            if frame.f_code.co_filename != _lifetime.__file__:
+                return None
+            frame.f_trace_opcodes = True
+            if event == "opcode":
+                count += 1
+                if count == n:
+                    raise Interrupt
+            return tracer
+        return tracer
+
+    def garbage_and_survivors():
+        kept = []
+        for i in range(40):
+            x = Value(i + 0.5)
+            y = (x * 2.0 + 1.0).tanh()
+            if i % 3 == 0:
+                y.label = "y"
+                kept.append(y)
+            if i % 5 == 0:
+                kept.append(cube(x) * x)
+        return kept
+
+    # A run that raises nowhere first: Python 3.12.1 traces the opcodes of a
+    # function from its second call on.
+    sys.settrace(interrupting_at(0))
+    {call}
+    sys.settrace(None)
+    start = settle()
+    n = 1
+    while True:
+        kept = garbage_and_survivors()
+        sys.settrace(interrupting_at(n))
+        try:
+            {call}
+            interrupted = False
+        except Interrupt:
+            interrupted = True
+        finally:
+            sys.settrace(None)
+        assert all(v.label == "y" for v in kept if isinstance(v, Value) and v._op == "tanh")
+        del kept
+        assert settle() == start, (n, pygrad.live_nodes(), start)
+        if not interrupted:
+            break
+        n += 1
+    print("ok", n)
+"""
+
+
+@pytest.mark.parametrize("call", ["_lifetime.sweep(full=False)", "_lifetime.sweep(full=True)",
+                                  "_lifetime.register_young()"])
+def test_an_interrupt_at_any_bytecode_of_a_sweep_leaks_nothing(call):
+    done = run_python(INTERRUPT_EVERY_BYTECODE.replace("{call}", call),
+                      PYTHONPATH=os.path.dirname(__file__))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert int(done.stdout.split()[1]) > 50  # the sweep ran that many bytecodes
+
+
 # --- 5. fork --------------------------------------------------------------------------------
 
 FORK_WHILE_BUSY = """
@@ -420,6 +494,24 @@ def test_a_subclass_with_its_own_finalizer_leaks_nothing():
     del v, w
     assert settle() == start
     assert len(finalized) == 10_000
+
+
+def test_a_subclass_whose_eq_compares_data_leaks_nothing_and_frees_nothing_twice():
+    class ByData(Value):
+        def __eq__(self, other):
+            return isinstance(other, Value) and self.data == other.data
+
+        __hash__ = Value.__hash__
+
+    start = settle()
+    for i in range(3000):
+        a = Value(1.0)  # equal, by ByData's ==, to the ByData made after it
+        b = ByData(1.0)
+        c = a * b + b
+        c.backward()
+        assert (a.grad, b.grad, c.data) == (1.0, 2.0, 2.0)
+    del a, b, c
+    assert settle() == start
 
 
 def test_init_twice_moves_the_value_to_a_new_node_and_leaks_nothing():
