@@ -504,7 +504,7 @@ def test_a_subclass_whose_eq_compares_data_leaks_nothing_and_frees_nothing_twice
         __hash__ = Value.__hash__
 
     start = settle()
-    for i in range(3000):
+    for _ in range(3000):
         a = Value(1.0)  # equal, by ByData's ==, to the ByData made after it
         b = ByData(1.0)
         c = a * b + b
