@@ -169,9 +169,10 @@ def sweep(full=False, blocking=True):
         full = full or not _clean or _since_full >= 4 * max(_SWEEP_YOUNG, _old)
         if full:
             _since_full = 0
-        # Old Values hold references of their own: the dead ones are named.  A
-        # dead young one holds a nursery entry, which goes without naming it,
-        # as long as each young Value holds exactly one (else all are named).
+        # Old Values hold references of their own: the dead ones are let go of
+        # by name.  A dead young one holds a nursery entry, which goes without
+        # naming it, as long as each young Value holds exactly one (else the
+        # dead young are named too, each to take one entry of its handle).
         start, end = (0 if full else min(_tenured, _old)), len(values)
         old = _old - start  # how many of the batch are old
         batch = values[start:end]
@@ -183,22 +184,22 @@ def sweep(full=False, blocking=True):
             newcomers = list(compress(batch[old:], held[old:]))
         else:
             newcomers = survivors
-        if not _clean or settled != end - _old:
-            named = dead
-        elif old:
-            named = list(compress(batch[:old], map(not_, held[:old])))
+        dead_old = list(compress(batch[:old], map(not_, held[:old]))) if old and dead else []
+        if dead and (not _clean or settled != end - _old):
+            dead_young = list(compress(batch[old:], map(not_, held[old:])))
         else:
-            named = ()
+            dead_young = []
         del batch, held
         old_survivors = len(survivors) - len(newcomers) if old else 0
-        kept, tampered = _handles_for_c(survivors if not _clean else newcomers)
-        dropped = _handles_for_c(named)[0]
-        del named
+        kept, tampered = _handles_for_c(newcomers)
+        dropped, let_go = _handles_for_c(dead_young)[0], _handles_for_c(dead_old)[0]
+        del dead_young, dead_old
         if tampered:  # they stay young: see _handles_for_c
             survivors = _without(survivors, tampered)
             old_survivors = 0  # all looked at again next time
         _keep_states_of(v for v, is_held in attributed if not is_held)
-        n_survivors, n_kept, n_dropped = len(survivors), len(kept), len(dropped)
+        n_survivors, n_kept = len(survivors), len(kept)
+        n_dropped, n_let_go = len(dropped), len(let_go)
         _clean = False
         _old_known = min(_old_known, start)  # from start on they are reordered: looked at again
         # `values` loses the dead exactly when C releases them: all at once, so
@@ -209,6 +210,9 @@ def sweep(full=False, blocking=True):
                      # the old ones that survived again
                      partial(setitem, _globals, "_tenured", start + old_survivors),
                      partial(lib.pg_sweep_end, kept, n_kept, dropped, n_dropped),
+                     # not in pg_sweep_end's dropped, where each would take a
+                     # nursery entry of its handle: one lost on its way to a Value
+                     partial(lib.pg_release_many, let_go, n_let_go),
                      partial(setitem, _globals, "_clean", True))
         for value, is_held in attributed:
             if is_held:

@@ -280,23 +280,39 @@ def test_no_exception_a_signal_handler_raises_is_swallowed():
     assert done.stdout.startswith("ok")
 
 
-INTERRUPT_EVERY_BYTECODE = """
-    import sys
+def test_a_handle_lost_to_an_interrupt_is_released_with_the_old_value_of_its_node():
+    from pygrad._core import lib
+
+    start = settle()
+    x = Value(2.0)
+    y = x * 3.0
+    pygrad.live_nodes()  # a sweep: x and y are old, their references their own
+    lib.pg_child_retain(y._h, 0)  # x's handle, lost on its way to a Value, as to an interrupt
+    z = Value(0.0)  # a later call: that one is not in flight any more
+    del x, y, z
+    assert settle() == start
+
+
+INTERRUPT_AT_EACH_BYTECODE = """
+    import os, sys
     import pygrad
-    from pygrad import Value, _lifetime
+    from pygrad import Value, no_grad, _lifetime
+    from pygrad._core import lib
     from support import cube, settle
+
+    PACKAGE = os.path.dirname(pygrad.__file__)
 
     class Interrupt(Exception):
         pass
 
     def interrupting_at(n):
-        \"\"\"A tracer that raises at the n-th bytecode pygrad/_lifetime.py runs, as a
+        \"\"\"A tracer that raises at the n-th bytecode pygrad's Python code runs, as a
         signal handler can on Python 3.9 (3.10+ run handlers at calls and loops' ends).\"\"\"
         count = 0
 
         def tracer(frame, event, arg):
             nonlocal count
-            if frame.f_code.co_filename != _lifetime.__file__:
+            if not frame.f_code.co_filename.startswith(PACKAGE):
                 return None
             frame.f_trace_opcodes = True
             if event == "opcode":
@@ -307,6 +323,7 @@ INTERRUPT_EVERY_BYTECODE = """
         return tracer
 
     def garbage_and_survivors():
+        \"\"\"For a sweep to sort: dead and live Values, labelled ones, custom ops.\"\"\"
         kept = []
         for i in range(40):
             x = Value(i + 0.5)
@@ -318,40 +335,67 @@ INTERRUPT_EVERY_BYTECODE = """
                 kept.append(cube(x) * x)
         return kept
 
-    # A run that raises nowhere first: Python 3.12.1 traces the opcodes of a
-    # function from its second call on.
-    sys.settrace(interrupting_at(0))
-    {call}
-    sys.settrace(None)
+    def work(i):
+        \"\"\"A step with everything: a label, a custom op, no_grad, backward, a drawing.\"\"\"
+        x = Value(float(i % 5) + 0.5, label="x")
+        y = cube(x * 0.5) + (x * x).tanh()
+        with no_grad():
+            z = y * 2.0 + x.relu()
+        y.backward()
+        pygrad.to_dot(y)
+        return [z]
+
+    def run(n):
+        kept = PREPARE
+        sys.settrace(interrupting_at(n))
+        try:
+            CALL
+            return kept, False
+        except Interrupt:
+            return kept, True
+        finally:
+            sys.settrace(None)
+
+    run(0)  # raises nowhere: Python 3.12.1 traces a function's opcodes from its second call on
     start = settle()
     n = 1
     while True:
-        kept = garbage_and_survivors()
-        sys.settrace(interrupting_at(n))
-        try:
-            {call}
-            interrupted = False
-        except Interrupt:
-            interrupted = True
-        finally:
-            sys.settrace(None)
+        kept, interrupted = run(n)
         assert all(v.label == "y" for v in kept if isinstance(v, Value) and v._op == "tanh")
         del kept
         assert settle() == start, (n, pygrad.live_nodes(), start)
+        assert lib.pg_grad_recording() == 1, n
         if not interrupted:
             break
-        n += 1
+        n += STEP
     print("ok", n)
 """
+SWEEPS = ["_lifetime.sweep(full=False)", "_lifetime.sweep(full=True)", "_lifetime.register_young()"]
 
 
-@pytest.mark.parametrize("call", ["_lifetime.sweep(full=False)", "_lifetime.sweep(full=True)",
-                                  "_lifetime.register_young()"])
-def test_an_interrupt_at_any_bytecode_of_a_sweep_leaks_nothing(call):
-    done = run_python(INTERRUPT_EVERY_BYTECODE.replace("{call}", call),
-                      PYTHONPATH=os.path.dirname(__file__))
+def interrupt_at_each_bytecode(call, prepare="garbage_and_survivors()", step=1):
+    """Run `call` again and again, interrupted at its 1st, 1+step-th, ...
+    bytecode of pygrad's code until it runs through; each time, nothing may
+    leak and grad recording must be on.  How many bytecodes it ran."""
+    script = (INTERRUPT_AT_EACH_BYTECODE.replace("PREPARE", prepare)
+              .replace("CALL", call).replace("STEP", str(step)))
+    done = run_python(script, timeout=600, PYTHONPATH=os.path.dirname(__file__))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert int(done.stdout.split()[1]) > 50  # the sweep ran that many bytecodes
+    return int(done.stdout.split()[1])
+
+
+@pytest.mark.parametrize("call", SWEEPS)
+def test_an_interrupt_at_any_bytecode_of_a_sweep_leaks_nothing(call):
+    assert interrupt_at_each_bytecode(call) > 50  # the sweep ran that many bytecodes
+
+
+def test_an_interrupt_at_every_seventh_bytecode_of_a_step_leaks_nothing():
+    assert interrupt_at_each_bytecode("work(n)", prepare="[]", step=7) > 1000
+
+
+@pytest.mark.slow
+def test_an_interrupt_at_any_bytecode_of_a_step_leaks_nothing():
+    assert interrupt_at_each_bytecode("work(n)", prepare="[]") > 1000
 
 
 # --- 5. fork --------------------------------------------------------------------------------
