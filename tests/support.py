@@ -82,3 +82,15 @@ def cube(x, V=Value):
         x.grad += 3 * x.data ** 2 * out.grad
     out._backward = _backward
     return out
+
+
+def step_with_everything(i):
+    """A step with everything an interrupt may land in: a label, a custom op,
+    no_grad, backward and a drawing (test_lifetime's signal tests)."""
+    x = Value(float(i % 5) + 0.5, label="x")
+    y = cube(x * 0.5) + (x * x).tanh()
+    with pygrad.no_grad():
+        z = y * 2.0 + x.relu()
+    y.backward()
+    pygrad.to_dot(y)
+    return z

@@ -229,9 +229,8 @@ def test_no_exception_a_signal_handler_raises_is_swallowed():
     done = run_python("""
         import gc, signal, sys
         import pygrad
-        from pygrad import Value, no_grad
         from pygrad._core import lib
-        from support import cube, settle
+        from support import settle, step_with_everything as work
 
         class Tick(Exception):
             pass
@@ -245,15 +244,6 @@ def test_no_exception_a_signal_handler_raises_is_swallowed():
                 armed = False
                 raised += 1
                 raise Tick
-
-        def work(i):
-            x = Value(float(i % 5) + 0.5, label="x")
-            y = cube(x * 0.5) + (x * x).tanh()
-            with no_grad():
-                z = y * 2.0 + x.relu()
-            y.backward()
-            pygrad.to_dot(y)
-            return z
 
         for i in range(500):
             work(i)
@@ -297,11 +287,11 @@ INTERRUPT_AT_EACH_BYTECODE = """
     import gc, os, sys
     import numpy as np
     import pygrad
-    from pygrad import Replay, Value, no_grad, _lifetime
+    from pygrad import Replay, Value, _lifetime
     from pygrad._core import lib
     from pygrad.nn import MLP
     from pygrad.optim import SGD, Adam
-    from support import cube, settle
+    from support import cube, settle, step_with_everything as work
 
     PACKAGE = os.path.dirname(pygrad.__file__)
 
@@ -337,16 +327,6 @@ INTERRUPT_AT_EACH_BYTECODE = """
             if i % 5 == 0:
                 kept.append(cube(x) * x)
         return kept
-
-    def work(i):
-        \"\"\"A step with everything: a label, a custom op, no_grad, backward, a drawing.\"\"\"
-        x = Value(float(i % 5) + 0.5, label="x")
-        y = cube(x * 0.5) + (x * x).tanh()
-        with no_grad():
-            z = y * 2.0 + x.relu()
-        y.backward()
-        pygrad.to_dot(y)
-        return [z]
 
     model = MLP(2, [4, 1])
     optimizers = [SGD(model.parameters(), lr=0.01), Adam(model.parameters(), lr=0.001)]
